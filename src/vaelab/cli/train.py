@@ -1,0 +1,146 @@
+"""vaelab train: train a VAE and write a run folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from vaelab.cli.common import int_list, positive_int
+from vaelab.errors import VaelabError
+
+NAME = "train"
+HELP = "train a VAE on a named dataset, an array file or an image folder"
+EXAMPLE = "vaelab train --data digits    # offline, under a minute on 2 CPU cores"
+
+# CLI flag -> (config section, key); None values mean "not given"
+FLAGS = {
+    "data": ("data", "name"), "data_dir": ("data", "data_dir"), "binarize": ("data", "binarize"),
+    "valid_fraction": ("data", "valid_fraction"),
+    "arch": ("model", "arch"), "latent_dim": ("model", "latent_dim"), "hidden": ("model", "hidden"),
+    "activation": ("model", "activation"), "likelihood": ("model", "likelihood"),
+    "obs_scale": ("model", "obs_scale"),
+    "objective": ("objective", "name"), "beta": ("objective", "beta"),
+    "samples": ("objective", "num_samples"),
+    "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
+    "seed": ("train", "seed"), "checkpoint_every": ("train", "checkpoint_every"),
+    "grad_clip": ("train", "grad_clip"),
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = p.add_argument_group("data")
+    d.add_argument("--data", help="dataset name (digits, mnist, fashion-mnist, frey-faces, "
+                   "binarized-mnist), a .npy/.npz file or an image folder (default: digits)")
+    d.add_argument("--data-dir", help="folder holding dataset files (else $VAELAB_DATA, the cache, "
+                   "system locations, then download)")
+    d.add_argument("--binarize", choices=["none", "dynamic", "threshold"],
+                   help="dynamic: resample binary pixels every batch (test set binarized once)")
+    d.add_argument("--valid-fraction", type=float, help="share of train held out (default 0.1)")
+    m = p.add_argument_group("model")
+    m.add_argument("--arch", choices=["mlp", "conv"])
+    m.add_argument("--latent-dim", type=positive_int, help="size of z")
+    m.add_argument("--hidden", type=int_list, help="hidden layer sizes, e.g. 400,400")
+    m.add_argument("--activation", choices=["relu", "gelu", "tanh", "elu", "softplus"])
+    m.add_argument("--likelihood", help="bernoulli | continuous-bernoulli | gaussian | "
+                   "gaussian-learned | gaussian-global")
+    m.add_argument("--obs-scale", type=float, help="std. dev. of the fixed Gaussian likelihood")
+    o = p.add_argument_group("objective")
+    o.add_argument("--objective", choices=["elbo", "iwae", "ae", "kl-only"],
+                   help="elbo (default) | iwae | ae (plain autoencoder) | kl-only")
+    o.add_argument("--beta", type=float, help="KL weight (beta-VAE), default 1")
+    o.add_argument("--samples", type=positive_int, help="latent samples per input (IWAE k)")
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=positive_int)
+    t.add_argument("--batch-size", type=positive_int)
+    t.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps")
+    t.add_argument("--grad-clip", type=float, help="clip the gradient norm (0: off)")
+    t.add_argument("--config", type=Path, help="a TOML or JSON file of settings (flags win)")
+    r = p.add_argument_group("run folder")
+    r.add_argument("--name", help="run name (default: the dataset's name, numbered if taken)")
+    r.add_argument("--runs-dir", type=Path, default=Path("runs"), help="default: ./runs")
+    r.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its checkpoint")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    r.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cli_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {"data": {}, "model": {}, "objective": {}, "train": {}}
+    for flag, (section, key) in FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            out[section][key] = value
+    return out
+
+
+def build_config(args: argparse.Namespace) -> tuple[Any, Any]:
+    """Config from built-in defaults < the dataset's defaults < --config file < flags."""
+    from vaelab.config import Config, DataConfig, load_config_file
+    from vaelab.data import load_data
+
+    file = load_config_file(args.config) if args.config else {}
+    flags = cli_overrides(args)
+    data_cfg = Config.from_dict(_merge({"data": file.get("data", {})},
+                                       {"data": flags["data"]}), "options").data
+    data = load_data(data_cfg if data_cfg.name else DataConfig())
+    merged = _merge(_merge(data.defaults, file), flags)
+    source = str(args.config) if args.config else "options"
+    return Config.from_dict(merged, source), data
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = out[key] | value
+        else:
+            out[key] = value
+    return out
+
+
+def execute(args: argparse.Namespace) -> int:
+    from vaelab.runfolder import read_config
+    from vaelab.training import train
+
+    if args.resume is not None:
+        changed = [f for f, v in cli_overrides(args).items() if v and f != "train"]
+        extra = {k for k in cli_overrides(args)["train"] if k != "epochs"}
+        if changed or extra or args.config:
+            raise VaelabError("--resume continues a run with its own settings; only --epochs "
+                              "may be given with it")
+        config = read_config(args.resume)
+        if args.epochs is not None:
+            config = config.updated({"train": {"epochs": args.epochs}})
+        run, data = args.resume, None
+    else:
+        config, data = build_config(args)
+        run = args.runs_dir / args.name if args.name else _free_name(args.runs_dir, data.name)
+    result = train(config, run, data=data, resume=args.resume is not None,
+                   overwrite=args.overwrite, device=args.device, progress=not args.quiet)
+    print(summary(result))
+    return 0
+
+
+def _free_name(runs_dir: Path, name: str) -> Path:
+    name = Path(name).stem if ("/" in name or "." in name) else name
+    path, i = runs_dir / name, 1
+    while path.exists() and any(path.iterdir()):
+        i += 1
+        path = runs_dir / f"{name}-{i}"
+    return path
+
+
+def summary(result: Any) -> str:
+    last = result.history[-1] if result.history else {}
+    lines = [f"trained {result.data.name} for {last.get('epoch', 0)} epochs "
+             f"({result.config.model.arch}, latent {result.config.model.latent_dim}, "
+             f"{result.config.model.likelihood}) in {result.seconds:.1f} s",
+             f"run folder: {result.run}"]
+    if "valid_elbo" in last:
+        lines.append(f"validation ELBO: {last['valid_elbo']:.3f} nats "
+                     f"(KL {last['valid_kl']:.3f})")
+    lines.append(f"next: vaelab evaluate {result.run}  |  vaelab sample {result.run}")
+    return "\n".join(lines)

@@ -1,0 +1,31 @@
+"""Models: build a VAE from a ModelConfig."""
+
+from __future__ import annotations
+
+from vaelab.config import ModelConfig
+from vaelab.models.likelihoods import LIKELIHOODS, build_likelihood
+from vaelab.models.mlp import MLPDecoder, MLPEncoder
+from vaelab.models.vae import VAE, Output, rsample
+
+__all__ = ["LIKELIHOODS", "VAE", "Output", "build_model", "rsample"]
+
+
+def build_model(config: ModelConfig) -> VAE:
+    """The VAE a ModelConfig describes (config.x_shape must be set)."""
+    if not config.x_shape:
+        raise ValueError("ModelConfig.x_shape is empty: set it from the data before building")
+    x_shape = list(config.x_shape)
+    likelihood = build_likelihood(config.likelihood, len(x_shape), config.obs_scale)
+    if config.arch == "conv":
+        from vaelab.models.conv import ConvDecoder, ConvEncoder
+
+        encoder = ConvEncoder(x_shape, config.latent_dim, config.channels, config.hidden,
+                              config.activation, config.cond_dim)
+        decoder = ConvDecoder(x_shape, config.latent_dim, config.channels, config.hidden,
+                              config.activation, likelihood.num_params, config.cond_dim)
+    else:
+        encoder = MLPEncoder(x_shape, config.latent_dim, config.hidden, config.activation,
+                             config.cond_dim)
+        decoder = MLPDecoder(x_shape, config.latent_dim, config.hidden, config.activation,
+                             likelihood.num_params, config.cond_dim)
+    return VAE(encoder, decoder, likelihood, config.latent_dim, x_shape, config.cond_dim)

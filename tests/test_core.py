@@ -9,13 +9,13 @@ import torch
 from torch.distributions import Independent, Normal
 
 import vaelab
+from tests.conftest import tiny_config
 from vaelab.config import Config, DataConfig, ModelConfig, TrainConfig
 from vaelab.data import Data, Split
 from vaelab.evaluation import evaluate, log_likelihood
 from vaelab.models import build_model
 from vaelab.objectives import elbo, kl_term
 from vaelab.runfolder import CHECKPOINT, WEIGHTS, load
-from tests.conftest import tiny_config
 
 
 @pytest.mark.parametrize("dim", [1, 3, 16])

@@ -41,8 +41,12 @@ def tile(images: np.ndarray, ncol: int, pad: int = 1) -> np.ndarray:
 
 
 def image_grid(images: np.ndarray, title: str, ncol: int | None = None,
-               row_labels: Sequence[str] | None = None) -> Figure:
-    """A figure of images (N, C, H, W) in a grid; values are clipped to [0, 1]."""
+               row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None,
+               xlabel: str = "", ylabel: str = "") -> Figure:
+    """A figure of images (N, C, H, W) in a grid; values are clipped to [0, 1].
+
+    row_labels / col_labels name the rows / columns (tick labels); xlabel / ylabel the axes.
+    """
     images = np.clip(np.asarray(images, dtype=np.float32), 0, 1)
     ncol = ncol or math.ceil(math.sqrt(len(images)))
     grid = tile(images, ncol)
@@ -51,13 +55,58 @@ def image_grid(images: np.ndarray, title: str, ncol: int | None = None,
     fig, ax = plt.subplots(figsize=(max(width * scale, 3), max(height * scale, 2) + 0.5))
     ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_title(title)
-    ax.set_xticks([])
+    h, w = images.shape[2] + 1, images.shape[3] + 1  # one cell and its gap
+    if col_labels:
+        ax.set_xticks([j * w + w / 2 - 1 for j in range(len(col_labels))], col_labels,
+                      fontsize=8, rotation=90 if max(map(len, col_labels)) > 6 else 0)
+    else:
+        ax.set_xticks([])
     if row_labels:
-        h = images.shape[2] + 1
         ax.set_yticks([i * h + h / 2 - 1 for i in range(len(row_labels))], row_labels)
     else:
         ax.set_yticks([])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.tick_params(length=0)
     return fig
+
+
+def row_grid(images: np.ndarray, title: str, row_labels: Sequence[str] | None = None,
+             col_labels: Sequence[str] | None = None, xlabel: str = "",
+             ylabel: str = "") -> Figure:
+    """Images (R, K, C, H, W) as R rows of K: paths, traversals, arithmetic, restorations."""
+    images = np.asarray(images)
+    return image_grid(images.reshape(-1, *images.shape[2:]), title, ncol=images.shape[1],
+                      row_labels=row_labels, col_labels=col_labels, xlabel=xlabel, ylabel=ylabel)
+
+
+def manifold_figure(images: np.ndarray, grid: np.ndarray, title: str) -> Figure:
+    """The decoded 2-D manifold (n, n, C, H, W), rows from high z[1] down, with z ticks."""
+    n = len(grid)
+    labels = [f"{v:.1f}" if i % max(1, n // 7) == 0 else "" for i, v in enumerate(grid)]
+    return row_grid(images, title, row_labels=labels[::-1], col_labels=labels,
+                    xlabel="z[0] (prior quantiles)", ylabel="z[1] (prior quantiles)")
+
+
+def masked_rgb(images: np.ndarray, hidden: np.ndarray,
+               colour: tuple[float, float, float] = (0.85, 0.2, 0.2)) -> np.ndarray:
+    """Grey or RGB images (N, C, H, W) as RGB with hidden values (bool, same shape) coloured."""
+    rgb = np.repeat(images, 3, axis=1) if images.shape[1] == 1 else images[:, :3].copy()
+    mask = np.asarray(hidden).any(axis=1, keepdims=True)  # (N, 1, H, W)
+    paint = np.asarray(colour, dtype=np.float32).reshape(1, 3, 1, 1)
+    return np.where(mask, paint, rgb)
+
+
+def restoration_figure(corrupted: np.ndarray, restored: np.ndarray, original: np.ndarray,
+                       title: str, hidden: np.ndarray | None = None) -> Figure:
+    """Three rows of N images (N, C, H, W): corrupted (hidden values in red), restored, original."""
+    if hidden is not None:
+        corrupted = masked_rgb(np.clip(corrupted, 0, 1), hidden)
+        restored, original = (masked_rgb(a, np.zeros_like(hidden)) for a in (restored, original))
+    rows = np.stack([corrupted, restored, original])  # (3, N, C, H, W)
+    names = ["masked (red: hidden)" if hidden is not None else "corrupted", "restored",
+             "original"]
+    return row_grid(rows, title, row_labels=names)
 
 
 def curves(history: list[dict[str, Any]], train_records: list[dict[str, Any]]) -> Figure:
@@ -82,24 +131,77 @@ def curves(history: list[dict[str, Any]], train_records: list[dict[str, Any]]) -
     return fig
 
 
+def _scatter(ax: Any, codes: np.ndarray, labels: np.ndarray | None,
+             class_names: Sequence[str] | None) -> None:
+    if labels is None:
+        ax.scatter(codes[:, 0], codes[:, 1], s=4, alpha=0.6)
+        return
+    classes = np.unique(labels)
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    for i, c in enumerate(classes):
+        pts = codes[labels == c]
+        named = class_names is not None and int(c) < len(class_names)
+        ax.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.7, color=cmap(i % cmap.N),
+                   label=class_names[int(c)] if named else str(c))
+
+
+def _legend(ax: Any) -> None:
+    if ax.collections and ax.get_legend_handles_labels()[1]:
+        ax.legend(title="class", markerscale=3, fontsize=8, loc="center left",
+                  bbox_to_anchor=(1.01, 0.5))
+
+
 def latent_scatter(codes: np.ndarray, labels: np.ndarray | None, title: str,
                    axis_names: tuple[str, str] = ("z[0]", "z[1]"),
                    class_names: Sequence[str] | None = None) -> Figure:
     """2-D codes (N, 2) as points coloured by class, with a legend."""
     fig, ax = plt.subplots(figsize=(6.4, 5.4))
-    if labels is None:
-        ax.scatter(codes[:, 0], codes[:, 1], s=4, alpha=0.6)
-    else:
-        classes = np.unique(labels)
-        cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
-        for i, c in enumerate(classes):
-            pts = codes[labels == c]
-            name = class_names[int(c)] if class_names is not None and int(c) < len(class_names) else str(c)
-            ax.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.7, color=cmap(i % cmap.N), label=name)
-        ax.legend(title="class", markerscale=3, fontsize=8, loc="center left",
-                  bbox_to_anchor=(1.01, 0.5))
+    _scatter(ax, codes, labels, class_names)
+    _legend(ax)
     ax.set(xlabel=axis_names[0], ylabel=axis_names[1], title=title)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def latent_figure(codes: np.ndarray, labels: np.ndarray | None, title: str,
+                  axis_names: tuple[str, str], class_names: Sequence[str] | None = None,
+                  manifold: np.ndarray | None = None, grid: np.ndarray | None = None) -> Figure:
+    """The latent map: a class-coloured scatter, and for 2-D latents the decoded manifold
+    (n, n, C, H, W) over the prior-quantile grid (n,) beside it, on the same z axes."""
+    if manifold is None or grid is None:
+        return latent_scatter(codes, labels, title, axis_names, class_names)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12.5, 5.6))
+    _scatter(ax1, codes, labels, class_names)
+    lo, hi = float(grid[0]), float(grid[-1])
+    half = (hi - lo) / (len(grid) - 1) / 2  # each image covers one cell around its z
+    ax1.add_patch(plt.Rectangle((lo - half, lo - half), hi - lo + 2 * half, hi - lo + 2 * half,
+                                fill=False, ls="--", color="0.3", label="manifold area"))
+    ax1.legend(title="class", markerscale=3, fontsize=8, loc="upper left",
+               bbox_to_anchor=(-0.42, 1.0))
+    ax1.set(xlabel=axis_names[0], ylabel=axis_names[1], title=title)
+    ax1.grid(alpha=0.3)
+    images = np.clip(np.asarray(manifold, dtype=np.float32), 0, 1)
+    n = len(grid)
+    canvas = tile(images.reshape(-1, *images.shape[2:]), n)  # white gaps between images
+    ax2.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest",
+               extent=(lo - half, hi + half, lo - half, hi + half))
+    ax2.set(xlabel="z[0]", ylabel="z[1]",
+            title=f"decoded manifold: mean of p(x|z), {n}x{n} prior quantiles")
+    fig.tight_layout()
+    return fig
+
+
+def compare_figure(panels: Sequence[tuple[str, np.ndarray]], labels: np.ndarray | None,
+                   class_names: Sequence[str] | None, title: str) -> Figure:
+    """One class-coloured scatter of 2-D codes (N, 2) per panel, side by side, one legend."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 1.2, 4.6))
+    for ax, (name, codes) in zip(np.atleast_1d(axes), panels, strict=True):
+        _scatter(ax, codes, None if labels is None else labels[:len(codes)], class_names)
+        ax.set(xlabel="z[0]", ylabel="z[1]", title=name)
+        ax.grid(alpha=0.3)
+    _legend(np.atleast_1d(axes)[-1])
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
 
@@ -113,12 +215,12 @@ def training_figures(result: TrainResult) -> None:
 
     model, data, run = result.model, result.data, result.run
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(0)
-    samples = _as_images(sample(model, 64, generator=gen), model.x_shape)
+    samples = as_images(sample(model, 64, generator=gen), model.x_shape)
     save_figure(image_grid(samples, "samples: z ~ p(z), mean of p(x|z)", ncol=8), run / "samples.png")
     part = data.test.subset(slice(0, 32))
     originals, recons = reconstruct(model, part.x, part.y)
-    save_figure(reconstruction_grid(_as_images(originals, model.x_shape),
-                                    _as_images(recons, model.x_shape)), run / "reconstructions.png")
+    save_figure(reconstruction_grid(as_images(originals, model.x_shape),
+                                    as_images(recons, model.x_shape)), run / "reconstructions.png")
     records = read_metrics(run)
     save_figure(curves([r for r in records if r.get("split") == "epoch"],
                        [r for r in records if r.get("split") == "train"]), run / "curves.png")
@@ -138,7 +240,7 @@ def reconstruction_grid(originals: np.ndarray, recons: np.ndarray, ncol: int = 8
                       ncol=ncol, row_labels=labels)
 
 
-def _as_images(x: Any, x_shape: list[int]) -> np.ndarray:
+def as_images(x: Any, x_shape: Sequence[int]) -> np.ndarray:
     """Model-space arrays -> (N, C, H, W) for display; flat vectors become one-row strips."""
     x = np.asarray(x)
     if len(x_shape) == 3:
@@ -148,3 +250,13 @@ def _as_images(x: Any, x_shape: list[int]) -> np.ndarray:
     if side * side == d:
         return x.reshape(-1, 1, side, side)
     return x.reshape(-1, 1, 1, d)
+
+
+def as_image_rows(x: Any, x_shape: Sequence[int]) -> np.ndarray:
+    """Model-space arrays (R, K, *x_shape) -> (R, K, C, H, W) for `row_grid`."""
+    x = np.asarray(x)
+    images = as_images(x.reshape(-1, *x_shape), x_shape)
+    return images.reshape(x.shape[0], x.shape[1], *images.shape[1:])
+
+
+_as_images = as_images  # the earlier private name

@@ -25,7 +25,7 @@ def execute(args: argparse.Namespace) -> int:
     from vaelab.data import load_data
     from vaelab.errors import VaelabError
     from vaelab.exploration import reconstruct
-    from vaelab.plots import _as_images, reconstruction_grid, save_figure
+    from vaelab.plots import as_images, reconstruction_grid, save_figure
     from vaelab.runfolder import load, read_config
 
     config = read_config(args.run)
@@ -36,8 +36,8 @@ def execute(args: argparse.Namespace) -> int:
     part = split.subset(slice(0, args.n))
     originals, recons = reconstruct(model, part.x, part.y)
     path = output_path(args, "reconstructions.png")
-    save_figure(reconstruction_grid(_as_images(originals, model.x_shape),
-                                    _as_images(recons, model.x_shape)), path)
+    save_figure(reconstruction_grid(as_images(originals, model.x_shape),
+                                    as_images(recons, model.x_shape)), path)
     print(f"wrote {path}")
     if args.save_array:
         print(f"wrote {save_array(path, np.stack([originals, recons]))}")

@@ -1,16 +1,24 @@
 """The `vaelab` command: one subcommand per module in this package, each calling one library
-function. `main(argv)` returns an exit code so tests call it in-process."""
+function. `main(argv)` returns an exit code so tests call it in-process.
+
+Exit codes: 0 success; 2 bad input or environment (one line on stderr: `vaelab CMD: error: ...`);
+130/143 stopped by SIGINT/SIGTERM (training saves a checkpoint first); 1 an unexpected error,
+reported as one line plus a hint; `vaelab --debug CMD ...` (or VAELAB_DEBUG=1) shows the traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
-from vaelab.errors import VaelabError
+from vaelab.errors import TrainingInterrupted, VaelabError
 
 # each module has NAME, HELP, EXAMPLE, add_arguments(parser) and execute(args) -> int
-COMMAND_MODULES = ["train", "evaluate", "sample", "reconstruct"]
+COMMAND_MODULES = ["train", "evaluate", "sample", "reconstruct",
+                   "interpolate", "arithmetic", "traverse", "latent", "inpaint", "denoise",
+                   "compare_latent", "report"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: vaelab train --data digits && vaelab evaluate runs/digits",
     )
     parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"vaelab.cli.{name}")
@@ -28,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                            epilog=f"example:\n  {module.EXAMPLE}",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the full traceback of an unexpected error")
         p.set_defaults(execute=module.execute)
     return parser
 
@@ -39,7 +51,7 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs one command; returns 0 on success, 2 on bad input (one line on stderr)."""
+    """Runs one command; returns its exit code (0 success, 2 bad input: see above)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -48,14 +60,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    debug = args.debug or os.environ.get("VAELAB_DEBUG", "") not in ("", "0")
     try:
         return args.execute(args)
-    except VaelabError as e:
-        print(f"vaelab {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except TrainingInterrupted as e:
+        print(f"vaelab {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print(f"vaelab {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if debug:
+            raise
+        code, message = describe_error(e)
+        print(f"vaelab {args.command}: {message}", file=sys.stderr)
+        return code
+
+
+def describe_error(e: Exception) -> tuple[int, str]:
+    """The exit code and the message for an exception that ended a command.
+
+    A VaelabError is the user's to fix (2). So are I/O failures and running out of memory, which
+    come from the environment, not from vaelab. Anything else is a bug: one line naming it and
+    how to see the traceback, never a page of torch internals (1)."""
+    import torch
+
+    if isinstance(e, VaelabError):
+        return 2, f"error: {e}"
+    if isinstance(e, OSError):
+        where = f": {e.filename}" if e.filename else ""
+        return 2, f"error: {e.strerror or e}{where}"
+    if isinstance(e, MemoryError | torch.OutOfMemoryError):
+        return 2, "error: out of memory; try a smaller --batch-size or a smaller model"
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    return 1, (f"unexpected error: {type(e).__name__}: {first} (this is a bug in vaelab or an "
+               f"input it does not check; rerun as `vaelab --debug ...` for the traceback)")
 
 
 def run() -> None:

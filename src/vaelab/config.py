@@ -42,9 +42,17 @@ class ModelConfig:
 
 @dataclass
 class ObjectiveConfig:
+    """How a forward pass is scored; see vaelab.objectives for the formulas and papers."""
+
     name: str = "elbo"  # elbo | iwae | ae (plain autoencoder) | kl-only
-    beta: float = 1.0  # weight of the KL term (beta-VAE when != 1)
+    beta: float = 1.0  # weight of the KL term (beta-VAE when != 1; the gamma of capacity control)
     num_samples: int = 1  # latent samples per input (k of the IWAE bound)
+    warmup: str = "none"  # KL weight schedule: none | linear | cyclical
+    warmup_epochs: float = 10.0  # linear: epochs from 0 to beta; cyclical: epochs per cycle
+    cycle_ratio: float = 0.5  # cyclical: share of each cycle spent rising (R of Fu et al. 2019)
+    free_bits: float = 0.0  # KL floor per latent dimension in nats (Kingma et al. 2016); 0 = off
+    capacity: float = 0.0  # target KL C in nats (Burgess et al. 2018); 0 = off
+    capacity_epochs: float = 10.0  # epochs over which C rises linearly from 0 to capacity
 
 
 @dataclass
@@ -56,6 +64,8 @@ class TrainConfig:
     checkpoint_every: int = 0  # also checkpoint every N steps (0: at the end of each epoch only)
     log_every: int = 50  # steps between metrics.jsonl lines
     grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
+    checkpoint_minutes: float = 0.0  # also checkpoint every M minutes (0: off)
+    max_bad_steps: int = 20  # non-finite steps in a row before training stops
 
 
 @dataclass
@@ -103,7 +113,7 @@ class Config:
 def _reject_unknown(d: dict[str, Any], known: list[str], where: str) -> None:
     for key in d:
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
+            close = difflib.get_close_matches(str(key), known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(known)}"
             raise VaelabError(f"{where}: unknown key '{key}'{hint}")
 
@@ -122,14 +132,18 @@ def _section(factory: Any, values: Any, where: str) -> Any:
 
 def _coerce(value: Any, default: Any, where: str) -> Any:
     """Checks a value against the type of the field's default (None defaults accept anything)."""
-    if default is None or value is None:
+    if default is None:  # optional fields: validate() checks them
         return value
+    if value is None:
+        raise VaelabError(f"{where}: expected {type(default).__name__}, got nothing (null)")
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, int):
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif isinstance(default, float):
         ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok and not -1e300 < value < 1e300:  # NaN, inf, or an int too big for a float
+            raise VaelabError(f"{where}: expected a finite number, got {value!r}")
         value = float(value) if ok else value
     elif isinstance(default, str):
         ok = isinstance(value, str)
@@ -167,12 +181,27 @@ def validate(config: Config, source: str = "config") -> None:
          f"objective.name must be one of {', '.join(OBJECTIVES)}, not '{o.name}'"),
         (o.beta >= 0, "objective.beta must be >= 0"),
         (o.num_samples >= 1, "objective.num_samples must be >= 1"),
+        (o.warmup in WARMUPS,
+         f"objective.warmup must be one of {', '.join(WARMUPS)}, not '{o.warmup}'"),
+        (o.warmup_epochs > 0, "objective.warmup_epochs must be > 0"),
+        (0 < o.cycle_ratio <= 1, "objective.cycle_ratio must be in (0, 1]"),
+        (o.free_bits >= 0, "objective.free_bits must be >= 0"),
+        (o.capacity >= 0, "objective.capacity must be >= 0"),
+        (o.capacity_epochs > 0, "objective.capacity_epochs must be > 0"),
+        (o.name == "elbo" or not (o.warmup != "none" or o.free_bits or o.capacity or o.beta != 1),
+         f"objective.beta, warmup, free_bits and capacity shape the ELBO; the '{o.name}' "
+         f"objective does not use them (use objective.name elbo)"),
         (t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}"),
         (t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}"),
         (t.lr > 0, f"train.lr must be > 0, got {t.lr}"),
         (t.checkpoint_every >= 0, "train.checkpoint_every must be >= 0"),
         (t.log_every >= 1, "train.log_every must be >= 1"),
         (t.grad_clip >= 0, "train.grad_clip must be >= 0"),
+        (t.checkpoint_minutes >= 0, "train.checkpoint_minutes must be >= 0"),
+        (t.max_bad_steps >= 1, f"train.max_bad_steps must be >= 1, got {t.max_bad_steps}"),
+        (d.data_dir is None or isinstance(d.data_dir, str), "data.data_dir must be a path"),
+        (d.image_size is None or _is_size(d.image_size),
+         "data.image_size must be [height, width], two numbers >= 1"),
         (d.binarize in ("none", "dynamic", "threshold"),
          f"data.binarize must be none, dynamic or threshold, not '{d.binarize}'"),
         (0 <= d.valid_fraction < 1, "data.valid_fraction must be in [0, 1)"),
@@ -182,7 +211,13 @@ def validate(config: Config, source: str = "config") -> None:
             raise VaelabError(f"{source}: {message}")
 
 
+def _is_size(value: Any) -> bool:
+    return (isinstance(value, list) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value))
+
+
 ACTIVATIONS = ("relu", "gelu", "tanh", "elu", "softplus")
+WARMUPS = ("none", "linear", "cyclical")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -194,6 +229,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise VaelabError(f"config file not found: {path}")
     try:
         text = path.read_text()
-        return tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        d = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise VaelabError(f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'}: {e}") from None
+    if not isinstance(d, dict):
+        raise VaelabError(f"{path}: expected a table of sections, got {type(d).__name__}")
+    return d

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from vaelab.config import ModelConfig
+from vaelab.errors import VaelabError
 from vaelab.models.likelihoods import LIKELIHOODS, build_likelihood
 from vaelab.models.mlp import MLPDecoder, MLPEncoder
 from vaelab.models.vae import VAE, Output, rsample
@@ -17,6 +18,9 @@ def build_model(config: ModelConfig) -> VAE:
     x_shape = list(config.x_shape)
     likelihood = build_likelihood(config.likelihood, len(x_shape), config.obs_scale)
     if config.arch == "conv":
+        if len(x_shape) != 3:
+            raise VaelabError(f"model.arch conv needs images (C, H, W), but the data's shape is "
+                              f"{x_shape}; use --arch mlp")
         from vaelab.models.conv import ConvDecoder, ConvEncoder
 
         encoder = ConvEncoder(x_shape, config.latent_dim, config.channels, config.hidden,

@@ -79,9 +79,18 @@ class VAE(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, y: Tensor | None = None,
                generator: torch.Generator | None = None) -> Tensor:
-        """n images decoded from prior draws: the mean of p(x|z), shape (n, *x_shape)."""
+        """n images decoded from prior draws: the mean of p(x|z), shape (n, *x_shape).
+
+        Args:
+            n: how many.
+            y: the condition (n, Y) of a conditional VAE. None there draws from the marginal
+                with a uniform p(y): the one-hot classes 0, 1, ..., Y-1, 0, ... in turn.
+            generator: the source of z.
+        """
         device = next(self.parameters()).device
         z = torch.randn(n, self.latent_dim, generator=generator, device=device)
+        if self.cond_dim and y is None:
+            y = torch.eye(self.cond_dim, device=device)[torch.arange(n, device=device) % self.cond_dim]
         return self.decode(z, y).mean
 
     @torch.no_grad()

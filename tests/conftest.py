@@ -6,9 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 import vaelab
 from vaelab.config import Config, DataConfig, ModelConfig, TrainConfig
+
+# Tiny models gain nothing from intra-op threads, and several test processes (DDP, kill tests)
+# share two cores: one thread each keeps them from oversubscribing the machine.
+torch.set_num_threads(1)
 
 
 def tiny_config(**train: object) -> Config:

@@ -1,4 +1,4 @@
-"""The promises of docs/guarantees.md: atomic files, exact resume, Ctrl-C, locks, full disks,
+"""The promises of the README's Guarantees section: atomic files, exact resume, Ctrl-C, locks, full disks,
 and the numerical guards of the training loop."""
 
 from __future__ import annotations

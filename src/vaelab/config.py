@@ -115,7 +115,7 @@ def _reject_unknown(d: dict[str, Any], known: list[str], where: str) -> None:
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(known)}"
-            raise VaelabError(f"{where}: unknown key '{key}'{hint}")
+            raise VaelabError(f"{where}: unknown key {key!r}{hint}")
 
 
 def _section(factory: Any, values: Any, where: str) -> Any:

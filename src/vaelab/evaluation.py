@@ -3,6 +3,8 @@
 The importance-sampled estimate (Burda et al. 2016, eq. 8 with q as the proposal)
     log p(x) ~= logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log k,  z_k ~ q(z|x)
 is computed in chunks of samples with a running logsumexp, so memory stays bounded for any k.
+Small chunks are also the fast ones on a CPU: ~2,000 decoded samples at a time keep the
+decoder's activations in cache, about 2x the speed of 32,768 (benchmarks/eval_speed.py).
 """
 
 from __future__ import annotations
@@ -21,14 +23,24 @@ from vaelab.models.vae import Output
 from vaelab.objectives import elbo, kl_per_dim, log_weights
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al. (2016), section 5.2: Cov_x(E_q[z_u]) > 0.01
-SAMPLE_BUDGET = 1 << 15  # latent samples decoded at once: bounds memory for any k
+SAMPLE_BUDGET = 1 << 15  # latent samples decoded at once on an accelerator: bounds memory
+CPU_SAMPLE_BUDGET = 1 << 11  # the same on a CPU, where cache-sized chunks run fastest
+
+
+def sample_budget(device: torch.device) -> int:
+    """How many latent samples to decode at once on `device` (a speed choice, not a result)."""
+    return CPU_SAMPLE_BUDGET if device.type == "cpu" else SAMPLE_BUDGET
 
 
 @torch.no_grad()
 def log_likelihood(model: VAE, x: Tensor, y: Tensor | None = None, k: int = 1000,
                    generator: torch.Generator | None = None,
-                   budget: int = SAMPLE_BUDGET) -> Tensor:
-    """Importance-sampled log p(x) per example (B,), with k samples from q(z|x) each."""
+                   budget: int | None = None) -> Tensor:
+    """Importance-sampled log p(x) per example (B,), with k samples from q(z|x) each.
+
+    `budget` caps the samples decoded at once (default: `sample_budget(x.device)`).
+    """
+    budget = budget or sample_budget(x.device)
     qz = model.encode(x, y)
     pz = model.prior(qz.mean)
     chunk = max(1, min(k, budget // max(len(x), 1)))
@@ -60,7 +72,7 @@ def evaluate(model: VAE, split: Split, *, k: int = 500, batch_size: int = 0, see
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     n = len(split)
-    batch_size = batch_size or max(1, min(n, 1000, SAMPLE_BUDGET // max(k, 1) or 1))
+    batch_size = batch_size or max(1, min(n, 1000, sample_budget(device) // max(k, 1) or 1))
     bound, recon, kl, logp, kl_dims, means = [], [], [], [], [], []
     start = time.perf_counter()
     batches = range(0, n, batch_size)

@@ -19,12 +19,16 @@ FLAGS = {
     "valid_fraction": ("data", "valid_fraction"),
     "arch": ("model", "arch"), "latent_dim": ("model", "latent_dim"), "hidden": ("model", "hidden"),
     "activation": ("model", "activation"), "likelihood": ("model", "likelihood"),
-    "obs_scale": ("model", "obs_scale"),
+    "obs_scale": ("model", "obs_scale"), "channels": ("model", "channels"),
     "objective": ("objective", "name"), "beta": ("objective", "beta"),
-    "samples": ("objective", "num_samples"),
+    "samples": ("objective", "num_samples"), "warmup": ("objective", "warmup"),
+    "warmup_epochs": ("objective", "warmup_epochs"), "cycle_ratio": ("objective", "cycle_ratio"),
+    "free_bits": ("objective", "free_bits"), "capacity": ("objective", "capacity"),
+    "capacity_epochs": ("objective", "capacity_epochs"),
     "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
     "seed": ("train", "seed"), "checkpoint_every": ("train", "checkpoint_every"),
-    "grad_clip": ("train", "grad_clip"),
+    "grad_clip": ("train", "grad_clip"), "checkpoint_minutes": ("train", "checkpoint_minutes"),
+    "max_bad_steps": ("train", "max_bad_steps"),
 }
 
 
@@ -45,18 +49,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--likelihood", help="bernoulli | continuous-bernoulli | gaussian | "
                    "gaussian-learned | gaussian-global")
     m.add_argument("--obs-scale", type=float, help="std. dev. of the fixed Gaussian likelihood")
+    m.add_argument("--channels", type=int_list, help="conv widths, one per halving, e.g. 32,64")
+    m.add_argument("--conditional", action="store_true",
+                   help="a conditional VAE: one-hot class labels join the encoder input and z")
     o = p.add_argument_group("objective")
     o.add_argument("--objective", choices=["elbo", "iwae", "ae", "kl-only"],
                    help="elbo (default) | iwae | ae (plain autoencoder) | kl-only")
-    o.add_argument("--beta", type=float, help="KL weight (beta-VAE), default 1")
+    o.add_argument("--beta", type=float, help="KL weight (beta-VAE), default 1; < 1 allowed")
     o.add_argument("--samples", type=positive_int, help="latent samples per input (IWAE k)")
+    o.add_argument("--warmup", choices=["none", "linear", "cyclical"],
+                   help="KL weight schedule from 0 to beta (default none)")
+    o.add_argument("--warmup-epochs", type=float,
+                   help="linear: epochs to reach beta; cyclical: epochs per cycle (default 10)")
+    o.add_argument("--cycle-ratio", type=float,
+                   help="cyclical: share of each cycle spent rising (default 0.5)")
+    o.add_argument("--free-bits", type=float, help="KL floor per latent dimension, nats (0: off)")
+    o.add_argument("--capacity", type=float,
+                   help="capacity-controlled beta-VAE: target KL in nats, reached after "
+                   "--capacity-epochs (0: off); beta is then the weight of |KL - C|")
+    o.add_argument("--capacity-epochs", type=float, help="epochs for the capacity to rise")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=positive_int)
     t.add_argument("--batch-size", type=positive_int)
     t.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
     t.add_argument("--seed", type=int)
     t.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps")
+    t.add_argument("--checkpoint-minutes", type=float, help="also checkpoint every M minutes")
     t.add_argument("--grad-clip", type=float, help="clip the gradient norm (0: off)")
+    t.add_argument("--max-bad-steps", type=positive_int,
+                   help="non-finite steps in a row before training stops (default 20)")
     t.add_argument("--config", type=Path, help="a TOML or JSON file of settings (flags win)")
     r = p.add_argument_group("run folder")
     r.add_argument("--name", help="run name (default: the dataset's name, numbered if taken)")
@@ -87,8 +108,17 @@ def build_config(args: argparse.Namespace) -> tuple[Any, Any]:
                                        {"data": flags["data"]}), "options").data
     data = load_data(data_cfg if data_cfg.name else DataConfig())
     merged = _merge(_merge(data.defaults, file), flags)
+    if args.conditional:
+        merged = _merge(merged, {"model": {"cond_dim": _num_classes(data)}})
     source = str(args.config) if args.config else "options"
     return Config.from_dict(merged, source), data
+
+
+def _num_classes(data: Any) -> int:
+    """The size of the one-hot condition of a conditional VAE on `data`."""
+    if data.train.y is None:
+        raise VaelabError(f"--conditional needs class labels, and {data.name} has none")
+    return len(data.classes) if data.classes else int(data.train.y.max()) + 1
 
 
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -96,19 +126,22 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     for key, value in top.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = out[key] | value
+        elif isinstance(value, dict) and key in out:
+            continue  # `model = 3` in a file: keep it, so that Config.from_dict reports it
         else:
             out[key] = value
     return out
 
 
 def execute(args: argparse.Namespace) -> int:
+    from vaelab.distributed import is_main_process
     from vaelab.runfolder import read_config
     from vaelab.training import train
 
     if args.resume is not None:
         changed = [f for f, v in cli_overrides(args).items() if v and f != "train"]
         extra = {k for k in cli_overrides(args)["train"] if k != "epochs"}
-        if changed or extra or args.config:
+        if changed or extra or args.config or args.conditional or args.overwrite or args.name:
             raise VaelabError("--resume continues a run with its own settings; only --epochs "
                               "may be given with it")
         config = read_config(args.resume)
@@ -120,7 +153,8 @@ def execute(args: argparse.Namespace) -> int:
         run = args.runs_dir / args.name if args.name else _free_name(args.runs_dir, data.name)
     result = train(config, run, data=data, resume=args.resume is not None,
                    overwrite=args.overwrite, device=args.device, progress=not args.quiet)
-    print(summary(result))
+    if is_main_process():  # under torchrun, rank 0 reports
+        print(summary(result))
     return 0
 
 
@@ -142,5 +176,7 @@ def summary(result: Any) -> str:
     if "valid_elbo" in last:
         lines.append(f"validation ELBO: {last['valid_elbo']:.3f} nats "
                      f"(KL {last['valid_kl']:.3f})")
+    if last.get("skipped_steps"):
+        lines.append(f"skipped {last['skipped_steps']} steps with a non-finite loss or gradient")
     lines.append(f"next: vaelab evaluate {result.run}  |  vaelab sample {result.run}")
     return "\n".join(lines)

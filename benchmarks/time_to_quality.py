@@ -1,0 +1,112 @@
+"""Time to quality: test NLL (importance-sampled, nats) against training wall time.
+
+Trains a named recipe in slices (`vaelab.train` with resume, so the run is one exact run) and
+after each slice scores the test set with the IWAE paper's protocol (Burda et al. 2016,
+section 5: k=5000 samples per image, the test set binarized once, which is what
+load_data(binarize="dynamic") does). Each evaluation appends one JSON line to --out, so a curve
+of nats against minutes can be drawn from it; the minutes are training wall time (the train
+calls, checkpoints included), not counting the evaluations themselves.
+
+    python benchmarks/time_to_quality.py --config configs/mnist-long.toml --minutes 120
+    python benchmarks/time_to_quality.py --minutes 2 --eval-every 1 --n 500 --k 500  # a smoke run
+
+Target on 2 CPU cores: test NLL <= 86.76 nats (the IWAE paper's one-layer VAE, 3,280 epochs)
+within 120 minutes; the last line says what was reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, ROOT, describe, load_recipe_data, machine, table  # noqa: E402
+
+TARGET_NLL = 86.76  # Burda et al. (2016), Table 1: VAE, one stochastic layer, k=1
+
+
+def main() -> None:
+    import vaelab
+    from vaelab.config import Config, load_config_file
+    from vaelab.data import Split
+    from vaelab.evaluation import evaluate
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", type=Path, default=ROOT / "configs" / "mnist-long.toml")
+    p.add_argument("--minutes", type=float, default=120.0, help="training time budget")
+    p.add_argument("--eval-every", type=float, default=10.0, help="minutes of training between "
+                   "evaluations (rounded to whole epochs)")
+    p.add_argument("--k", type=int, default=5000, help="importance samples per test image")
+    p.add_argument("--n", type=int, default=0, help="test images to score (0: all)")
+    p.add_argument("--run", type=Path, default=Path("runs") / "time-to-quality",
+                   help="the run folder (replaced)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", type=Path, help="JSON lines (default benchmarks/results/"
+                   "time_to_quality.jsonl)")
+    args = p.parse_args()
+
+    config = Config.from_dict(load_config_file(args.config), str(args.config))
+    data = load_recipe_data(config)
+    test = data.test if not args.n else Split(data.test.x[:args.n])
+    out = args.out or RESULTS / "time_to_quality.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    print(describe(info))
+    print(f"recipe {args.config}: budget {args.minutes:g} min of training, test NLL with "
+          f"k={args.k} on {len(test)} test images every ~{args.eval_every:g} min")
+    header = {"benchmark": "time_to_quality", "machine": info, "recipe": str(args.config),
+              "config": config.to_dict(), "k": args.k, "n_test": len(test),
+              "budget_minutes": args.minutes, "target_nll": TARGET_NLL}
+    out.write_text(json.dumps(header) + "\n")
+
+    budget, trained, epochs, epoch_seconds = 60 * args.minutes, 0.0, 0, None
+    rows, best = [], float("inf")
+    wall_start = time.perf_counter()
+    while trained < budget and epochs < config.train.epochs:
+        if epoch_seconds is None:
+            slice_ = 1  # the first slice measures how long an epoch takes
+        else:
+            left = (budget - trained) / epoch_seconds
+            slice_ = max(1, min(round(60 * args.eval_every / epoch_seconds), int(left) or 1))
+        slice_ = min(slice_, config.train.epochs - epochs)
+        start = time.perf_counter()
+        result = vaelab.train(config.updated({"train": {"epochs": epochs + slice_}}), args.run,
+                              data=data, resume=epochs > 0, overwrite=epochs == 0,
+                              device=args.device, progress=False, figures=False)
+        seconds = time.perf_counter() - start
+        trained, epochs = trained + seconds, epochs + slice_
+        epoch_seconds = seconds / slice_
+        start = time.perf_counter()
+        score = evaluate(result.model, test, k=args.k, seed=0)
+        best = min(best, score["nll"])
+        record = {"train_minutes": round(trained / 60, 3), "epoch": epochs,
+                  "step": result.history[-1]["step"], "test_nll": round(score["nll"], 4),
+                  "test_nll_stderr": round(score["log_likelihood_stderr"], 4),
+                  "test_elbo": round(score["elbo"], 4), "active_units": score["active_units"],
+                  "eval_seconds": round(time.perf_counter() - start, 1),
+                  "wall_minutes": round((time.perf_counter() - wall_start) / 60, 3)}
+        with out.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        rows.append([f"{record['train_minutes']:.2f}", epochs, f"{record['test_nll']:.2f}",
+                     f"{record['test_elbo']:.2f}", f"{record['eval_seconds']:.0f}"])
+        print(f"  {record['train_minutes']:7.2f} min  epoch {epochs:5d}  test NLL "
+              f"{record['test_nll']:.2f} nats (ELBO {record['test_elbo']:.2f})", flush=True)
+
+    print()
+    print(table(["train minutes", "epoch", "test NLL", "test ELBO", "eval s"], rows))
+    reached = "reached" if best <= TARGET_NLL else "did not reach"
+    summary = {"summary": True, "best_test_nll": best, "target_nll": TARGET_NLL,
+               "reached": best <= TARGET_NLL, "train_minutes": round(trained / 60, 3),
+               "epochs": epochs, "full_protocol": args.k == 5000 and len(test) == 10000}
+    with out.open("a") as f:
+        f.write(json.dumps(summary) + "\n")
+    print(f"best test NLL {best:.2f} nats after {trained / 60:.1f} min of training: {reached} "
+          f"the target {TARGET_NLL} (k={args.k}, {len(test)} test images)")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""The fast paths keep the maths: chunked importance sampling and the fused optimiser.
+
+Speed itself is measured by benchmarks/, never here.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vaelab.config import ModelConfig
+from vaelab.data import Split
+from vaelab.evaluation import CPU_SAMPLE_BUDGET, evaluate, log_likelihood, sample_budget
+from vaelab.models import VAE, build_model
+
+
+def tiny_model(seed: int = 0) -> VAE:
+    torch.manual_seed(seed)
+    return build_model(ModelConfig(latent_dim=3, hidden=[16], x_shape=[12])).eval()
+
+
+def binary_data(n: int, seed: int = 1) -> torch.Tensor:
+    return torch.bernoulli(torch.full((n, 12), 0.3), generator=torch.Generator().manual_seed(seed))
+
+
+def record_decodes(model: VAE, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of latent samples in every decoder call."""
+    sizes: list[int] = []
+    decode = model.decode
+
+    def counting(z: torch.Tensor, y: torch.Tensor | None = None) -> torch.distributions.Distribution:
+        sizes.append(z.shape[:-1].numel())
+        return decode(z, y)
+
+    monkeypatch.setattr(model, "decode", counting)
+    return sizes
+
+
+@pytest.mark.parametrize(("n", "k", "budget"), [(1, 5000, 2048), (7, 300, 256), (3, 10, 1)])
+def test_log_likelihood_decodes_at_most_budget_samples_at_once(
+        n: int, k: int, budget: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tiny_model()
+    sizes = record_decodes(model, monkeypatch)
+    ll = log_likelihood(model, binary_data(n), k=k, budget=budget)
+    assert ll.shape == (n,) and torch.isfinite(ll).all()
+    assert max(sizes) <= max(budget, n) and sum(sizes) == n * k
+
+
+def test_chunk_size_changes_the_draws_not_the_estimate() -> None:
+    model, x = tiny_model(), binary_data(20)
+    small = log_likelihood(model, x, k=4000, budget=64, generator=torch.Generator().manual_seed(0))
+    large = log_likelihood(model, x, k=4000, budget=1 << 16,
+                           generator=torch.Generator().manual_seed(0))
+    assert (small - large).abs().max() < 0.05
+
+
+def test_evaluate_keeps_decodes_cache_sized_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tiny_model()
+    assert sample_budget(torch.device("cpu")) == CPU_SAMPLE_BUDGET
+    sizes = record_decodes(model, monkeypatch)
+    result = evaluate(model, Split(binary_data(5)), k=3000)
+    assert max(sizes) <= CPU_SAMPLE_BUDGET
+    assert result["n"] == 5 and result["nll"] > 0
+
+
+def test_fused_adam_takes_the_same_steps_as_the_default() -> None:
+    x = binary_data(64)
+    weights = []
+    for fused in (False, True):
+        model = tiny_model().train()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2, fused=fused)
+        for _ in range(20):
+            out = model(x, generator=torch.Generator().manual_seed(3))
+            loss = -out.px.log_prob(x).mean() + torch.distributions.kl_divergence(out.qz, out.pz).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    torch.testing.assert_close(weights[1], weights[0], rtol=1e-5, atol=1e-6)

@@ -20,9 +20,8 @@ from tqdm.auto import tqdm
 from vaelab.data import Split
 from vaelab.models import VAE, rsample
 from vaelab.models.vae import Output
-from vaelab.objectives import elbo, kl_per_dim, log_weights
+from vaelab.objectives import active_units, elbo, kl_per_dim, log_weights
 
-ACTIVE_THRESHOLD = 0.01  # Burda et al. (2016), section 5.2: Cov_x(E_q[z_u]) > 0.01
 SAMPLE_BUDGET = 1 << 15  # latent samples decoded at once on an accelerator: bounds memory
 CPU_SAMPLE_BUDGET = 1 << 11  # the same on a CPU, where cache-sized chunks run fastest
 
@@ -95,7 +94,7 @@ def evaluate(model: VAE, split: Split, *, k: int = 500, batch_size: int = 0, see
         "reconstruction": torch.cat(recon).mean().item(),
         "kl": torch.cat(kl).mean().item(),
         "kl_per_dim": (torch.stack(kl_dims).sum(0) / n).tolist(),
-        "active_units": int((unit_var > ACTIVE_THRESHOLD).sum()),
+        "active_units": int(active_units(mu).sum()),
         "latent_dim": model.latent_dim,
         "posterior_mean_variance": unit_var.tolist(),
     }

@@ -11,6 +11,8 @@ repetition, and ratios are taken within one run so machine-wide noise mostly can
 
 (a) vaelab: `vaelab.train` with figures and progress off; the time is the second epoch's
     "seconds" from metrics.jsonl (training steps and logging only: no validation split is given).
+    vaelab-bf16 is the same with `precision="bf16"` (autocast): not the same maths, so it is
+    reported beside the fp32 contestants and never counted in the targets.
 (b) reference: written here in the style of pytorch/examples vae/main.py: a DataLoader over a
     TensorDataset, sigmoid + binary cross-entropy, loss.item() every step.
 (c) pythae: pythae.models.VAE with the same 784-400-20 networks, timed through its BaseTrainer's
@@ -37,11 +39,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import describe, load_mnist, machine, stats, table, write_json  # noqa: E402
 
 HIDDEN, LATENT, LR = 400, 20, 1e-3
-CONTESTANTS = ("vaelab", "reference", "pythae")
+CONTESTANTS = ("vaelab", "reference", "pythae", "vaelab-bf16")
 
 
 # ---------------------------------------------------------------- (a) vaelab
-def run_vaelab(x: torch.Tensor, batch_size: int) -> float:
+def run_vaelab(x: torch.Tensor, batch_size: int, precision: str = "fp32") -> float:
     """Seconds for one epoch (the second) of vaelab.train."""
     import vaelab
     from vaelab.config import Config, DataConfig, ModelConfig, TrainConfig
@@ -49,7 +51,8 @@ def run_vaelab(x: torch.Tensor, batch_size: int) -> float:
 
     config = Config(data=DataConfig(name="benchmark", valid_fraction=0.0),
                     model=ModelConfig(latent_dim=LATENT, hidden=[HIDDEN], likelihood="bernoulli"),
-                    train=TrainConfig(epochs=2, batch_size=batch_size, lr=LR))
+                    train=TrainConfig(epochs=2, batch_size=batch_size, lr=LR,
+                                      precision=precision))
     data = Data(name="benchmark", train=Split(x), test=Split(x[:1000]), value_range="unit")
     with tempfile.TemporaryDirectory() as tmp:
         result = vaelab.train(config, Path(tmp) / "run", data=data, device="cpu",
@@ -172,8 +175,9 @@ def worker(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     x, _ = load_mnist("train")
     x = x[:args.n_train].contiguous()
-    seconds = {"vaelab": run_vaelab, "reference": run_reference,
-               "pythae": run_pythae}[args.worker](x, args.batch_size)
+    seconds = {"vaelab": run_vaelab, "reference": run_reference, "pythae": run_pythae,
+               "vaelab-bf16": lambda x, bs: run_vaelab(x, bs, "bf16")}[args.worker](
+        x, args.batch_size)
     print(json.dumps({"seconds": seconds, "samples": len(x)}))
 
 
@@ -206,7 +210,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads in every contestant (0: torch's default)")
     p.add_argument("--pythae-python", help="a Python that can import pythae")
-    p.add_argument("--skip", default="", help="comma-separated contestants to leave out")
+    p.add_argument("--skip", default="", help="comma-separated contestants to leave out "
+                   f"({', '.join(CONTESTANTS)})")
     p.add_argument("--out", help="JSON path (default benchmarks/results/train_throughput.json)")
     p.add_argument("--worker", choices=CONTESTANTS, help=argparse.SUPPRESS)
     p.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
@@ -217,7 +222,7 @@ def main() -> None:
     info = machine()
     _, data_name = load_mnist("train")
     pythons = {"vaelab": sys.executable, "reference": sys.executable,
-               "pythae": pythae_python(args.pythae_python)}
+               "pythae": pythae_python(args.pythae_python), "vaelab-bf16": sys.executable}
     notes = []
     names = [c for c in CONTESTANTS if c not in args.skip.split(",")]
     if "pythae" in names and pythons["pythae"] is None:
@@ -236,7 +241,7 @@ def main() -> None:
             for name in order:
                 rate = measure(pythons[name], name, bs, args.n_train, args.threads)
                 samples[str(bs)][name].append(rate)
-                print(f"  batch {bs} rep {rep + 1}: {name:9s} {rate:9.0f} samples/s", flush=True)
+                print(f"  batch {bs} rep {rep + 1}: {name:11s} {rate:9.0f} samples/s", flush=True)
 
     rows, results = [], {}
     for bs, by_name in samples.items():

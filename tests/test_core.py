@@ -15,7 +15,8 @@ from vaelab.data import Data, Split
 from vaelab.evaluation import evaluate, log_likelihood
 from vaelab.models import build_model
 from vaelab.objectives import elbo, kl_term
-from vaelab.runfolder import CHECKPOINT, WEIGHTS, load
+from vaelab.runfolder import CHECKPOINT, WEIGHTS, load, read_metrics
+from vaelab.training import learning_rate
 
 
 @pytest.mark.parametrize("dim", [1, 3, 16])
@@ -90,12 +91,15 @@ def test_evaluate_reports_consistent_numbers(digits_run) -> None:
     assert evaluate(model, data.test, k=50)["log_likelihood"] == result["log_likelihood"]
 
 
-def test_resume_is_bitwise_identical(tmp_path) -> None:
-    straight = vaelab.train(tiny_config(epochs=2), tmp_path / "a", device="cpu", progress=False,
-                            figures=False)
-    vaelab.train(tiny_config(epochs=1), tmp_path / "b", device="cpu", progress=False, figures=False)
-    resumed = vaelab.train(tiny_config(epochs=2), tmp_path / "b", resume=True, device="cpu",
-                           progress=False, figures=False)
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_resume_is_bitwise_identical(tmp_path, schedule) -> None:
+    lr = {"lr_schedule": schedule, "lr_decay_epochs": 2.0}  # the cosine spans both epochs
+    straight = vaelab.train(tiny_config(epochs=2, **lr), tmp_path / "a", device="cpu",
+                            progress=False, figures=False)
+    vaelab.train(tiny_config(epochs=1, **lr), tmp_path / "b", device="cpu", progress=False,
+                 figures=False)
+    resumed = vaelab.train(tiny_config(epochs=2, **lr), tmp_path / "b", resume=True,
+                           device="cpu", progress=False, figures=False)
     for (name, p), (_, q) in zip(straight.model.state_dict().items(),
                                  resumed.model.state_dict().items(), strict=True):
         assert torch.equal(p, q), name
@@ -128,3 +132,25 @@ def test_train_accepts_in_memory_data(tmp_path) -> None:
     result = vaelab.train(config, tmp_path / "toy", data=data, device="cpu", progress=False,
                           figures=False)
     assert result.model.x_shape == [1, 4, 4]
+
+
+def test_cosine_learning_rate_falls_from_lr_to_lr_final(tmp_path) -> None:
+    t = TrainConfig(epochs=4, lr=1e-3, lr_schedule="cosine", lr_final=1e-5)
+    steps = 4 * 10
+    rates = [learning_rate(t, step, steps_per_epoch=10) for step in range(steps + 5)]
+    assert rates[0] == pytest.approx(1e-3) and rates[steps - 1] == pytest.approx(1e-5)
+    assert rates[steps // 2] == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5), rel=0.05)  # midpoint
+    assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))
+    assert rates[-1] == pytest.approx(1e-5)  # held after the end (resumed with more epochs)
+    half = TrainConfig(epochs=4, lr=1e-3, lr_schedule="cosine", lr_decay_epochs=2)
+    assert learning_rate(half, 20, 10) == 0.0 and learning_rate(half, 10, 10) > 0.4e-3
+    assert learning_rate(TrainConfig(lr=3e-4), 1234, 10) == 3e-4  # constant
+
+    result = vaelab.train(tiny_config(epochs=2, lr_schedule="cosine", lr_final=1e-4),
+                          tmp_path / "r", device="cpu", progress=False, figures=False)
+    logged = [r for r in read_metrics(result.run) if r["split"] == "train"]
+    steps_per_epoch = result.history[0]["step"]
+    for r in logged:  # the rate of the step just taken (steps count from 0)
+        expected = learning_rate(result.config.train, r["step"] - 1, steps_per_epoch)
+        assert r["lr"] == pytest.approx(expected)
+    assert logged[0]["lr"] > 0.9e-3 and logged[-1]["lr"] < 0.2e-3

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,16 +19,15 @@ from safetensors.torch import load_file
 from vaelab.cli import main
 from vaelab.distributed import Context
 
-# A deterministic objective (the plain autoencoder, no binarization), so the only differences
-# between 1 and 2 processes are the data sharding and the gradient averaging under test.
+# A stochastic objective with noise in two places (dynamic binarization, z = mu + sigma * eps):
+# the ranks draw the whole batch's noise in step, so 2 processes take one process's steps.
 CONFIG = """
 [data]
 name = "digits"
+binarize = "dynamic"
 [model]
 hidden = [32]
 latent_dim = 4
-[objective]
-name = "ae"
 [train]
 epochs = 2
 batch_size = 64
@@ -40,11 +41,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def torchrun_command(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+            "--master_addr=127.0.0.1", f"--master_port={free_port()}", "-m", "vaelab", *args]
+
+
+ENV = os.environ | {"OMP_NUM_THREADS": "1"}
+
+
 def torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--master_addr=127.0.0.1", f"--master_port={free_port()}", "-m", "vaelab", *args]
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(torchrun_command(args), cwd=cwd, env=ENV, capture_output=True,
+                          text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return done
 
@@ -55,7 +62,7 @@ def records(run: Path, split: str) -> list[dict]:
 
 
 def test_two_gloo_processes_match_one_process_and_resume(tmp_path: Path) -> None:
-    config = tmp_path / "ae.toml"
+    config = tmp_path / "vae.toml"
     config.write_text(CONFIG)
     common = ["--config", str(config), "--device", "cpu", "--quiet"]
     assert main(["train", *common, "--runs-dir", str(tmp_path / "one"), "--name", "r"]) == 0
@@ -90,8 +97,9 @@ def test_one_process_context_does_nothing() -> None:
     ctx = Context()
     idx = torch.arange(10)
     assert ctx.shard(idx) is idx and not ctx.enabled and ctx.is_main
-    assert ctx.sum_int(3) == 3 and ctx.broadcast("x") == "x" and ctx.seed(5) == 5
+    assert ctx.sum_int(3) == 3 and ctx.broadcast("x") == "x"
     assert ctx.all_finite(torch.tensor(1.0)) and not ctx.all_finite(torch.tensor(float("nan")))
+    assert ctx.any_rank(True) and not ctx.any_rank(False)
     ctx.check(n=1, batch_size=1)
 
 
@@ -100,4 +108,61 @@ def test_shards_cover_the_batch_once() -> None:
     parts = [Context(rank=r, world_size=3).shard(idx) for r in range(3)]
     assert torch.equal(torch.cat(parts), idx)
     assert [len(p) for p in parts] == [5, 4, 4]
-    assert len({Context(rank=r, world_size=3).seed(7) for r in range(3)}) == 3
+    eps = torch.randn(2, 13, 4)  # (S, B, D): sharded along the batch
+    parts = [Context(rank=r, world_size=3).shard(eps, dim=1) for r in range(3)]
+    assert torch.equal(torch.cat(parts, dim=1), eps)
+
+
+def worker_pid(launcher: int, rank: int) -> int | None:
+    """The pid of torchrun's worker process with this RANK, if it has started."""
+    for child in Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split():
+        environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        if f"RANK={rank}".encode() in environ:
+            return int(child)
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_a_signal_to_one_rank_stops_every_rank_with_a_checkpoint(tmp_path: Path) -> None:
+    # Ctrl-C reaches the ranks at slightly different steps, and kill may reach only one: the
+    # ranks agree on the step to stop at, rank 0 saves it, and no rank is left waiting
+    config = tmp_path / "vae.toml"
+    config.write_text(CONFIG.replace("epochs = 2", "epochs = 500"))
+    run = tmp_path / "runs" / "digits"
+    launcher = subprocess.Popen(torchrun_command(
+        ["train", "--config", str(config), "--device", "cpu", "--quiet", "--runs-dir",
+         str(tmp_path / "runs")]), cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "metrics.jsonl").is_file() or len(records(run, "epoch")) < 2:
+            assert time.monotonic() < deadline and launcher.poll() is None, "no training seen"
+            time.sleep(0.2)
+        pid = worker_pid(launcher.pid, rank=1)
+        assert pid is not None
+        os.kill(pid, signal.SIGINT)  # rank 1 only
+        output, _ = launcher.communicate(timeout=60)
+    finally:
+        launcher.kill()
+    assert "interrupted by SIGINT" in output  # rank 1's own message
+    assert "interrupted by a signal to another rank" in output  # rank 0 stopped with it
+    stopped_at = int(output.split("interrupted by a signal to another rank at step ")[1].split(";")[0])
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert checkpoint["step"] == stopped_at
+    end = checkpoint["epoch"] + 1
+    torchrun(["train", "--resume", str(run), "--epochs", str(end), "--device", "cpu", "--quiet"],
+             tmp_path)
+    assert records(run, "epoch")[-1]["epoch"] == end
+
+
+def test_the_readme_torchrun_command_runs_as_written(tmp_path: Path) -> None:
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    commands = [line.strip() for line in readme.read_text().splitlines()
+                if line.strip().startswith("torchrun ")]
+    assert commands
+    env = ENV | {"PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(free_port())}
+    for command in commands:
+        done = subprocess.run([*command.split(), "--epochs", "1", "--quiet"], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["digits-ddp"]

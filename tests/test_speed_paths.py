@@ -1,4 +1,5 @@
-"""The fast paths keep the maths: chunked importance sampling and the fused optimiser.
+"""The fast paths keep the maths: chunked importance sampling, the fused optimiser, bf16
+autocast, and denormals flushed to zero.
 
 Speed itself is measured by benchmarks/, never here.
 """
@@ -77,3 +78,60 @@ def test_fused_adam_takes_the_same_steps_as_the_default() -> None:
             opt.step()
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     torch.testing.assert_close(weights[1], weights[0], rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_autocast_keeps_distributions_and_weights_in_float32() -> None:
+    model, x = tiny_model(), binary_data(8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+        hidden = model.encoder.net(x)
+    assert out.qz.mean.dtype == out.z.dtype == out.px.mean.dtype == torch.float32
+    assert hidden.dtype == torch.bfloat16  # the matmuls did run in bf16
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_bf16_training_tracks_fp32_training(tmp_path) -> None:
+    import vaelab
+    from tests.conftest import tiny_config
+
+    runs = {p: vaelab.train(tiny_config(epochs=3, precision=p), tmp_path / p, device="cpu",
+                            progress=False, figures=False) for p in ("fp32", "bf16")}
+    fp32, bf16 = (runs[p].history[-1]["valid_elbo"] for p in ("fp32", "bf16"))
+    assert bf16 == pytest.approx(fp32, rel=0.02)  # same data, seed and noise; bf16 rounding
+    assert runs["bf16"].config.train.precision == "bf16"  # recorded in the run's config
+    assert bf16 > runs["bf16"].history[0]["valid_elbo"]  # it learns
+
+
+
+
+def test_flush_denormals_is_scoped_to_the_block() -> None:
+    from vaelab.training import denormals_flushed, flush_denormals
+
+    denormal = torch.tensor([torch.finfo(torch.float32).tiny])  # the smallest normal float32
+    assert not denormals_flushed() and (denormal / 8).item() > 0  # torch's default
+    with flush_denormals():
+        assert denormals_flushed() and (denormal / 8).item() == 0.0
+        with flush_denormals():  # nested: the outer block's setting survives the inner one
+            pass
+        assert denormals_flushed()
+    assert not denormals_flushed()  # restored: other code in the process keeps IEEE floats
+
+
+def test_training_and_every_command_run_with_denormals_flushed(tmp_path, monkeypatch) -> None:
+    import vaelab
+    from tests.conftest import tiny_config
+    from vaelab import training
+    from vaelab.cli import main
+    from vaelab.cli import sample as sample_command
+
+    seen = []
+    fit = training._fit
+    monkeypatch.setattr(training, "_fit", lambda *a, **k: seen.append(
+        training.denormals_flushed()) or fit(*a, **k))
+    vaelab.train(tiny_config(epochs=1), tmp_path / "r", device="cpu", progress=False,
+                 figures=False)
+    run_sample = sample_command.execute
+    monkeypatch.setattr(sample_command, "execute", lambda args: seen.append(
+        training.denormals_flushed()) or run_sample(args))
+    assert main(["sample", str(tmp_path / "r"), "--out", str(tmp_path / "s.png")]) == 0
+    assert seen == [True, True] and not training.denormals_flushed()

@@ -60,6 +60,10 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 128
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # constant | cosine (from lr down to lr_final over the epochs)
+    lr_final: float = 0.0  # the cosine schedule's learning rate at its end
+    lr_decay_epochs: float = 0.0  # cosine: epochs from lr to lr_final (0: train.epochs)
+    precision: str = "fp32"  # fp32 | bf16: the nets' matmuls in bfloat16 (autocast), the rest fp32
     seed: int = 0
     checkpoint_every: int = 0  # also checkpoint every N steps (0: at the end of each epoch only)
     log_every: int = 50  # steps between metrics.jsonl lines
@@ -194,6 +198,12 @@ def validate(config: Config, source: str = "config") -> None:
         (t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}"),
         (t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}"),
         (t.lr > 0, f"train.lr must be > 0, got {t.lr}"),
+        (t.lr_schedule in LR_SCHEDULES, f"train.lr_schedule must be one of "
+         f"{', '.join(LR_SCHEDULES)}, not '{t.lr_schedule}'"),
+        (0 <= t.lr_final <= t.lr, f"train.lr_final must be in [0, train.lr], got {t.lr_final}"),
+        (t.lr_decay_epochs >= 0, "train.lr_decay_epochs must be >= 0"),
+        (t.precision in PRECISIONS,
+         f"train.precision must be one of {', '.join(PRECISIONS)}, not '{t.precision}'"),
         (t.checkpoint_every >= 0, "train.checkpoint_every must be >= 0"),
         (t.log_every >= 1, "train.log_every must be >= 1"),
         (t.grad_clip >= 0, "train.grad_clip must be >= 0"),
@@ -218,6 +228,8 @@ def _is_size(value: Any) -> bool:
 
 ACTIVATIONS = ("relu", "gelu", "tanh", "elu", "softplus")
 WARMUPS = ("none", "linear", "cyclical")
+LR_SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("fp32", "bf16")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -6,9 +6,9 @@ the gradients are averaged across ranks during backward. With equal shards that 
 gradient of the global batch's mean loss, so N ranks of batch_size/N take the same steps as one
 process with batch_size (up to floating-point summation order).
 
-What differs per rank is only the randomness drawn on the device (reparameterisation noise,
-dynamic binarization): rank r uses its own noise stream, so stochastic runs match a one-process
-run in distribution, not bit for bit. Rank 0 alone writes the run folder, logs and draws figures.
+The noise (dynamic binarization, the reparameterisation's eps) comes from one stream that every
+rank draws in step for the whole global batch, keeping its own rows: so stochastic objectives
+match a one-process run too. Rank 0 alone writes the run folder, logs and draws figures.
 
 One process (no torchrun) gets a `Context` whose methods do nothing, so the loop reads the same.
 """
@@ -55,11 +55,6 @@ class Context:
                               f"({batch_size}) and the last batch of the epoch ({last or batch_size} "
                               f"of {n} examples) must each hold at least {self.world_size} examples")
 
-    def seed(self, seed: int, step: int = 0) -> int:
-        """The seed of this rank's own random stream: `seed` itself on rank 0 (so one process
-        draws what it always drew), a different one on every other rank and step."""
-        return seed + 1_000_003 * self.rank + step if self.rank else seed
-
     def wrap(self, model: nn.Module) -> nn.Module:
         """The module to call in the training step: DDP(model) across ranks, else model itself."""
         if not self.enabled:
@@ -67,9 +62,9 @@ class Context:
         ids = [self.device.index] if self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
-    def shard(self, idx: Tensor) -> Tensor:
-        """This rank's contiguous part of a global batch of indices (B,) -> (about B/N,)."""
-        return idx.tensor_split(self.world_size)[self.rank] if self.enabled else idx
+    def shard(self, t: Tensor, dim: int = 0) -> Tensor:
+        """This rank's contiguous part of a global batch: B rows along `dim` -> about B/N."""
+        return t.tensor_split(self.world_size, dim=dim)[self.rank] if self.enabled else t
 
     def sum(self, t: Tensor) -> Tensor:
         """Sums t over ranks, in place; returns t."""
@@ -88,6 +83,13 @@ class Context:
             return bool(torch.isfinite(t).all())
         bad = (~torch.isfinite(t.detach())).sum().reshape(1).float()
         return not bool(self.sum(bad).item())
+
+    def any_rank(self, flag: bool) -> bool:
+        """Whether flag is true on some rank (so a signal to one rank stops them all at the
+        same step); in one process, flag itself."""
+        if not self.enabled:
+            return flag
+        return bool(self.sum(torch.tensor([float(flag)], device=self.device)).item())
 
     def main_only(self, fn: Callable[[], T]) -> T | None:
         """fn() on rank 0 only (None elsewhere); if it raises, every rank raises, so no rank is

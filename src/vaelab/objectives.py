@@ -51,8 +51,8 @@ def kl_per_dim(qz: Distribution, pz: Distribution) -> Tensor:
 
 
 def log_px(out: Output, x: Tensor) -> Tensor:
-    """log p(x|z) for every sample (S, B), in float32 even under autocast."""
-    return out.px.log_prob(x.to(out.px.mean.dtype)).float()
+    """log p(x|z) for every sample (S, B), in float32."""
+    return out.px.log_prob(x).float()
 
 
 def elbo(out: Output, x: Tensor, beta: float = 1.0, free_bits: float = 0.0,

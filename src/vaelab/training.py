@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from vaelab import distributed, runfolder
-from vaelab.config import Config
+from vaelab.config import Config, TrainConfig
 from vaelab.data import Data, Split, dynamic_binarize, load_data
 from vaelab.errors import TrainingInterrupted, VaelabError
 from vaelab.models import VAE, build_model
@@ -86,6 +87,32 @@ def condition(y: Tensor | None, cond_dim: int) -> Tensor | None:
     return F.one_hot(y, cond_dim).float() if y.dim() == 1 else y.float()
 
 
+@contextlib.contextmanager
+def flush_denormals() -> Iterator[None]:
+    """Denormal floats (below 1.2e-38) flushed to zero on the CPU inside the block.
+
+    x86 arithmetic on them is 10-30x slower, and a long run makes them: decoder logits below
+    -87 (exp underflows), and the decaying Adam moments of weights whose gradients stop. By
+    epoch 180 of configs/mnist-long.toml epochs took 2.5x as long without this
+    (benchmarks/denormals.py). The flag is per thread and new threads copy it from the one
+    creating them, so `vaelab` sets it before any work; a script calling `train` gets it on
+    its own thread, on torch's worker threads only if they start inside.
+    """
+    was_on = denormals_flushed()
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if not was_on:
+            torch.set_flush_denormal(False)
+
+
+def denormals_flushed() -> bool:
+    """Whether this thread flushes denormal floats to zero."""
+    return (torch.tensor([torch.finfo(torch.float32).tiny]) / 8).item() == 0.0
+
+
+@flush_denormals()
 def train(config: Config, run: str | Path, *, data: Data | None = None, resume: bool = False,
           overwrite: bool = False, device: str = "auto", progress: bool = True,
           figures: bool = True) -> TrainResult:
@@ -122,13 +149,16 @@ def _fit(config: Config, data: Data, run: Path, ctx: distributed.Context, *, res
         print(f"{run}: no checkpoint yet, starting from step 0", file=sys.stderr)
         resume = False
     t = config.train
+    if t.precision == "bf16" and not (dev.type == "cpu" or (dev.type == "cuda"
+                                                           and torch.cuda.is_bf16_supported())):
+        raise VaelabError(f"train.precision bf16: not supported on {dev} here (use fp32)")
     torch.manual_seed(t.seed)  # weight initialisation
     model = build_model(config.model).to(dev)
     # fused: one kernel updates every parameter; ~1.2x the steps/s of the default Adam on a
     # CPU for small MLPs (benchmarks/train_throughput.py), the same update up to rounding
     optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, fused=True)
     shuffle = torch.Generator().manual_seed(t.seed)
-    noise = torch.Generator(device=dev).manual_seed(ctx.seed(t.seed + 1))  # per rank
+    noise = torch.Generator(device=dev).manual_seed(t.seed + 1)  # the same on every rank
     epoch, batch_in_epoch, step = 0, 0, 0
     epoch_shuffle_state = shuffle.get_state()
     skipped = 0  # non-finite steps skipped over the whole run
@@ -140,8 +170,6 @@ def _fit(config: Config, data: Data, run: Path, ctx: distributed.Context, *, res
         skipped = ckpt.get("skipped_steps", 0)
         if epoch > t.epochs:
             raise VaelabError(f"--epochs {t.epochs}: {run} has already trained {epoch} epochs")
-        if ctx.rank:  # the checkpoint holds rank 0's noise; the others start fresh streams
-            noise.manual_seed(ctx.seed(t.seed + 1, step))
     if ctx.is_main and resume:
         runfolder.truncate_metrics(run, step)  # lines after the checkpoint are redone
         runfolder.write_json(run / runfolder.CONFIG, config.to_dict())  # e.g. more epochs
@@ -158,6 +186,8 @@ def _fit(config: Config, data: Data, run: Path, ctx: distributed.Context, *, res
     bar = tqdm(total=t.epochs * steps_per_epoch, initial=step, disable=not (progress and ctx.is_main),
                desc=f"train {run.name}", unit="step", dynamic_ncols=True, file=sys.stderr)
     x_all, y_all = data.train.x, data.train.y
+    num_samples, deterministic = config.objective.num_samples, is_deterministic(config.objective)
+    bf16 = t.precision == "bf16"
     sums = torch.zeros(3, device=dev)  # running sums of elbo, reconstruction, kl since last log
     count, bad_steps = 0, 0
     last_save = time.monotonic()
@@ -185,13 +215,18 @@ def _fit(config: Config, data: Data, run: Path, ctx: distributed.Context, *, res
         shuffle.set_state(epoch_shuffle_state)
         perm = torch.randperm(n, generator=shuffle)
         for b in range(batch_in_epoch, steps_per_epoch):
-            idx = ctx.shard(perm[b * t.batch_size:(b + 1) * t.batch_size])  # this rank's part
+            # every rank draws the noise of the whole batch and keeps its own rows, so N
+            # processes take the steps one process would (up to floating-point rounding)
+            idx = perm[b * t.batch_size:(b + 1) * t.batch_size]
             x = x_all[idx].to(dev, non_blocking=True)
             if config.data.binarize == "dynamic":
                 x = dynamic_binarize(x, noise)
+            eps = None if deterministic else ctx.shard(torch.randn(
+                num_samples, len(idx), config.model.latent_dim, generator=noise, device=dev), dim=1)
+            idx, x = ctx.shard(idx), ctx.shard(x)  # this rank's part of the batch
             y = condition(None if y_all is None else y_all[idx].to(dev), config.model.cond_dim)
-            out = net(x, y, num_samples=config.objective.num_samples, generator=noise,
-                      deterministic=is_deterministic(config.objective))
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                out = net(x, y, num_samples=num_samples, deterministic=deterministic, eps=eps)
             # the KL warm-up and capacity schedules follow the progress in epochs
             loss = compute_loss(config.objective, out, x, epoch=epoch + b / steps_per_epoch)
             optimizer.zero_grad(set_to_none=True)
@@ -204,6 +239,8 @@ def _fit(config: Config, data: Data, run: Path, ctx: distributed.Context, *, res
                     raise VaelabError(_divergence_message(bad_steps, step, config, run))
                 continue
             bad_steps = 0
+            if t.lr_schedule != "constant":
+                optimizer.param_groups[0]["lr"] = learning_rate(t, step, steps_per_epoch)
             optimizer.step()
             step += 1
             with torch.no_grad():
@@ -215,15 +252,16 @@ def _fit(config: Config, data: Data, run: Path, ctx: distributed.Context, *, res
                 count = ctx.sum_int(count)
                 progress_ = epoch + (b + 1) / steps_per_epoch
                 record = _averages(sums, count) | {"step": step, "epoch": round(progress_, 4)}
-                record |= loss.metrics  # e.g. the scheduled kl_weight of this step
+                record |= loss.metrics | {"lr": optimizer.param_groups[0]["lr"]}  # schedules
                 if ctx.is_main:
                     runfolder.append_jsonl(run / runfolder.METRICS, {"split": "train"} | record)
                 bar.set_postfix(elbo=f"{record['elbo']:.2f}", kl=f"{record['kl']:.2f}")
                 sums.zero_()
                 count = 0
-            if checkpoint_due() or stop.signum:
+            stopping = ctx.any_rank(bool(stop.signum))  # Ctrl-C/SIGTERM here or on another rank
+            if checkpoint_due() or stopping:
                 checkpoint(epoch, b + 1)
-            if stop.signum:
+            if stopping:
                 bar.close()
                 raise stop.interrupted(run, step)
         epoch += 1
@@ -243,7 +281,7 @@ def _fit(config: Config, data: Data, run: Path, ctx: distributed.Context, *, res
         if ctx.is_main:
             runfolder.save_model(run, model, config)
         checkpoint(epoch, 0)
-        if stop.signum:
+        if ctx.any_rank(bool(stop.signum)):
             bar.close()
             raise stop.interrupted(run, step)
     stop.restore()  # Ctrl-C while drawing the figures just stops
@@ -259,6 +297,15 @@ def _fit(config: Config, data: Data, run: Path, ctx: distributed.Context, *, res
 
         training_figures(result)
     return result
+
+
+def learning_rate(t: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """The learning rate of optimizer step `step` (counted from 0) under t.lr_schedule."""
+    if t.lr_schedule == "constant":
+        return t.lr
+    total = round((t.lr_decay_epochs or t.epochs) * steps_per_epoch)
+    progress = min(step / max(total - 1, 1), 1.0)  # 0 at the first step, 1 at the last
+    return t.lr_final + (t.lr - t.lr_final) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def _averages(sums: Tensor, count: int) -> dict[str, float]:
@@ -402,7 +449,9 @@ class StopSignals:
         self.previous = {}
 
     def interrupted(self, run: Path, step: int) -> TrainingInterrupted:
-        name = signal.Signals(self.signum).name
+        # under torchrun a rank may stop because another rank got the signal
+        name = signal.Signals(self.signum).name if self.signum else "a signal to another rank"
         return TrainingInterrupted(
             f"interrupted by {name} at step {step}; checkpoint saved. "
-            f"Resume with: vaelab train --resume {run}", exit_code=128 + self.signum)
+            f"Resume with: vaelab train --resume {run}",
+            exit_code=128 + (self.signum or signal.SIGINT))

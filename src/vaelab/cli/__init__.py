@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from vaelab.errors import TrainingInterrupted, VaelabError
+from vaelab.training import flush_denormals
 
 # each module has NAME, HELP, EXAMPLE, add_arguments(parser) and execute(args) -> int
 COMMAND_MODULES = ["train", "evaluate", "sample", "reconstruct",
@@ -62,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     debug = args.debug or os.environ.get("VAELAB_DEBUG", "") not in ("", "0")
     try:
-        return args.execute(args)
+        with flush_denormals():  # before any torch work, so torch's threads get it too
+            return args.execute(args)
     except TrainingInterrupted as e:
         print(f"vaelab {args.command}: {e}", file=sys.stderr)
         return e.exit_code

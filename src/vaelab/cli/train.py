@@ -26,6 +26,8 @@ FLAGS = {
     "free_bits": ("objective", "free_bits"), "capacity": ("objective", "capacity"),
     "capacity_epochs": ("objective", "capacity_epochs"),
     "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
+    "lr_schedule": ("train", "lr_schedule"), "lr_final": ("train", "lr_final"),
+    "lr_decay_epochs": ("train", "lr_decay_epochs"), "precision": ("train", "precision"),
     "seed": ("train", "seed"), "checkpoint_every": ("train", "checkpoint_every"),
     "grad_clip": ("train", "grad_clip"), "checkpoint_minutes": ("train", "checkpoint_minutes"),
     "max_bad_steps": ("train", "max_bad_steps"),
@@ -72,6 +74,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--epochs", type=positive_int)
     t.add_argument("--batch-size", type=positive_int)
     t.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
+    t.add_argument("--lr-schedule", choices=["constant", "cosine"],
+                   help="constant (default) | cosine: decay from --lr to --lr-final over --epochs")
+    t.add_argument("--lr-final", type=float, help="cosine: learning rate at the end (default 0)")
+    t.add_argument("--lr-decay-epochs", type=float,
+                   help="cosine: epochs to decay over, then hold --lr-final (default: --epochs)")
+    t.add_argument("--precision", choices=["fp32", "bf16"],
+                   help="fp32 (default) | bf16: the networks' matrix products in bfloat16 "
+                   "(faster on CPUs with AMX/AVX-512 BF16 and recent GPUs); losses stay fp32")
     t.add_argument("--seed", type=int)
     t.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps")
     t.add_argument("--checkpoint-minutes", type=float, help="also checkpoint every M minutes")

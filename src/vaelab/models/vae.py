@@ -48,7 +48,7 @@ class VAE(nn.Module):
     def encode(self, x: Tensor, y: Tensor | None = None) -> Distribution:
         """q(z|x) for x (B, *x_shape): a diagonal Gaussian, batch (B,), event (D,)."""
         self._check_condition(y)
-        loc, log_var = self.encoder(x, y)
+        loc, log_var = (t.float() for t in self.encoder(x, y))  # float32 under bf16 autocast
         scale = (0.5 * log_var.clamp(LOG_VAR_MIN, LOG_VAR_MAX)).exp()
         return Independent(Normal(loc, scale), 1)
 
@@ -58,7 +58,7 @@ class VAE(nn.Module):
         lead = z.shape[:-1]
         if y is not None:
             y = y.expand(*lead, y.shape[-1]).reshape(-1, y.shape[-1])
-        params = self.decoder(z.reshape(-1, self.latent_dim), y)  # (N, P, *x_shape)
+        params = self.decoder(z.reshape(-1, self.latent_dim), y).float()  # (N, P, *x_shape)
         return self.likelihood(params.view(*lead, *params.shape[1:]))  # batch (...)
 
     def prior(self, like: Tensor) -> Distribution:
@@ -67,13 +67,17 @@ class VAE(nn.Module):
         return Independent(Normal(zeros, torch.ones_like(zeros)), 1)
 
     def forward(self, x: Tensor, y: Tensor | None = None, num_samples: int = 1,
-                generator: torch.Generator | None = None, deterministic: bool = False) -> Output:
-        """Encodes x, draws S samples z ~ q(z|x) (or z = E_q[z] if deterministic), decodes."""
+                generator: torch.Generator | None = None, deterministic: bool = False,
+                eps: Tensor | None = None) -> Output:
+        """Encodes x, draws S samples z ~ q(z|x) (or z = E_q[z] if deterministic), decodes.
+
+        eps, if given, is the standard normal noise (S, B, D) of z = mu + sigma * eps, drawn
+        by the caller (distributed training draws it for the whole global batch)."""
         qz = self.encode(x, y)
         if deterministic:  # a plain autoencoder's code
             z = qz.mean.expand(num_samples, *qz.mean.shape)
         else:
-            z = rsample(qz, num_samples, generator)  # (S, B, D)
+            z = rsample(qz, num_samples, generator, eps)  # (S, B, D)
         return Output(qz=qz, pz=self.prior(qz.mean), px=self.decode(z, y), z=z)
 
     @torch.no_grad()
@@ -105,10 +109,13 @@ class VAE(nn.Module):
             raise ValueError("this VAE is not conditional: y must be None")
 
 
-def rsample(qz: Distribution, num_samples: int, generator: torch.Generator | None) -> Tensor:
-    """Reparameterised draws z = loc + scale * eps, (S, B, D); eps from `generator` if given."""
+def rsample(qz: Distribution, num_samples: int, generator: torch.Generator | None,
+            eps: Tensor | None = None) -> Tensor:
+    """Reparameterised draws z = loc + scale * eps, (S, B, D); eps ~ N(0, I) drawn from
+    `generator` unless given."""
     loc, scale = qz.base_dist.loc, qz.base_dist.scale
-    eps = torch.randn((num_samples, *loc.shape), generator=generator, device=loc.device,
-                      dtype=loc.dtype)
+    if eps is None:
+        eps = torch.randn((num_samples, *loc.shape), generator=generator, device=loc.device,
+                          dtype=loc.dtype)
     return loc + scale * eps
 

@@ -51,17 +51,21 @@ def main() -> None:
     p.add_argument("--run", type=Path, default=Path("runs") / "time-to-quality",
                    help="the run folder (replaced)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--plot", action="store_true", help="only draw the curve of --out as a PNG")
     p.add_argument("--resume", action="store_true", help="continue a stopped run: its run "
                    "folder's checkpoint, and the training minutes already recorded in --out")
     p.add_argument("--out", type=Path, help="JSON lines (default benchmarks/results/"
                    "time_to_quality.jsonl)")
     args = p.parse_args()
 
+    out = args.out or RESULTS / "time_to_quality.jsonl"
+    if args.plot:
+        print(f"wrote {plot_curve(out)}")
+        return
     config = Config.from_dict(load_config_file(args.config), str(args.config))
     data = load_recipe_data(config)
     test = Split(data.test.x[:args.n])
     final_test = data.test if not args.final_n else Split(data.test.x[:args.final_n])
-    out = args.out or RESULTS / "time_to_quality.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     info = machine()
     print(describe(info))
@@ -131,7 +135,39 @@ def main() -> None:
     print(f"test NLL {nll:.2f} ± {score['log_likelihood_stderr']:.2f} nats on "
           f"{len(final_test)} test images (k={args.k}) after {trained / 60:.1f} min of training "
           f"and {epochs} epochs: {reached} the target {TARGET_NLL}")
-    print(f"wrote {out}")
+    print(f"wrote {out} and {plot_curve(out)}")
+
+
+def plot_curve(out: Path) -> Path:
+    """Test NLL against training minutes, from the JSON lines in `out`: a PNG beside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    header = records[0]
+    points = [r for r in records if "test_nll" in r and not r.get("summary")]
+    final = [r for r in records if r.get("summary")]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    ax.plot([r["train_minutes"] for r in points], [r["test_nll"] for r in points], "o-",
+            label=f"first {header['n_test']} test images, k={header['k']}")
+    for r in final:
+        ax.errorbar([r["train_minutes"]], [r["test_nll"]], yerr=[r["test_nll_stderr"]], fmt="s",
+                    color="C3", label=f"all {r['n_test']} test images, k={r['k']}")
+    ax.axhline(header["target_nll"], color="grey", ls="--",
+               label=f"target {header['target_nll']} (IWAE paper, one-layer VAE)")
+    ax.set(xlabel="training minutes", ylabel="test NLL (nats)",
+           title=f"{Path(header['recipe']).name} on {header['machine']['cores']} CPU cores")
+    low = min([r["test_nll"] for r in points + final] + [header["target_nll"]])
+    ax.set_ylim(low - 1, low + 12)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    png = out.with_suffix(".png")
+    fig.savefig(png)
+    plt.close(fig)
+    return png
 
 
 def resumed_from(out: Path, run: Path) -> tuple[float, int]:

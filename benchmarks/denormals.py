@@ -29,21 +29,21 @@ from _common import describe, load_recipe_data, machine, stats, table, write_jso
 
 
 def worker(run: Path, flush: bool) -> dict[str, float]:
-    import vaelab
     from vaelab import training
     from vaelab.config import Config
 
-    if not flush:  # torch's default
-        training.flush_denormals = contextlib.nullcontext
-    config = Config.from_dict(json.loads((run / "config.json").read_text()))
-    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
-    epochs = checkpoint["epoch"] + 1
-    data = load_recipe_data(config)
-    with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / "run"
-        shutil.copytree(run, copy, ignore=shutil.ignore_patterns("*.lock", "*.png"))
-        result = vaelab.train(config.updated({"train": {"epochs": epochs}}), copy, data=data,
-                              resume=True, progress=False, figures=False)
+    # on: as the vaelab command, from before any torch work, so torch's threads copy it;
+    # off: torch's default, and train without its own flush_denormals decorator
+    with training.flush_denormals() if flush else contextlib.nullcontext():
+        train = training.train if flush else training.train.__wrapped__
+        config = Config.from_dict(json.loads((run / "config.json").read_text()))
+        epochs = torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] + 1
+        data = load_recipe_data(config)
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(tmp) / "run"
+            shutil.copytree(run, copy, ignore=shutil.ignore_patterns("*.lock", "*.png"))
+            result = train(config.updated({"train": {"epochs": epochs}}), copy, data=data,
+                           resume=True, progress=False, figures=False)
     return {"seconds": result.history[-1]["seconds"]}
 
 

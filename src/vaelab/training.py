@@ -93,7 +93,7 @@ def flush_denormals() -> Iterator[None]:
 
     x86 arithmetic on them is 10-30x slower, and a long run makes them: decoder logits below
     -87 (exp underflows), and the decaying Adam moments of weights whose gradients stop. By
-    epoch 180 of configs/mnist-long.toml epochs took 2.5x as long without this
+    epoch 180 of configs/mnist-long.toml epochs took 3x as long without this
     (benchmarks/denormals.py). The flag is per thread and new threads copy it from the one
     creating them, so `vaelab` sets it before any work; a script calling `train` gets it on
     its own thread, on torch's worker threads only if they start inside.

@@ -6,9 +6,12 @@ to `config.json` in the run folder, and `vaelab.load` reads it back.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,27 @@ from vaelab.errors import VaelabError
 FORMAT_VERSION = 1
 
 
+# The names of every choice. The tables that implement them (vaelab.models.likelihoods,
+# vaelab.objectives) have exactly these keys (tests/test_layers.py checks it).
+ARCHS = ("mlp", "conv")
+ACTIVATIONS = ("relu", "gelu", "tanh", "elu", "softplus")
+LIKELIHOOD_NAMES = ("bernoulli", "continuous-bernoulli", "gaussian", "gaussian-learned",
+                    "gaussian-global")
+OBJECTIVE_NAMES = ("elbo", "iwae", "ae", "kl-only")
+WARMUPS = ("none", "linear", "cyclical")
+BINARIZE = ("none", "dynamic", "threshold")
+LR_SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("fp32", "bf16")
+
+# What an unset (None) setting becomes when the dataset has no default of its own for it.
+# Datasets' own defaults (`vaelab datasets` lists them) come first: see `apply_defaults`.
+GENERIC_DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": {"arch": "mlp", "latent_dim": 8, "hidden": [256, 256], "likelihood": "bernoulli",
+              "obs_scale": 0.1},
+    "train": {"epochs": 30, "batch_size": 128},
+}
+
+
 @dataclass
 class DataConfig:
     name: str = "digits"  # a named dataset, or a path to a .npy/.npz file or an image folder
@@ -25,16 +49,18 @@ class DataConfig:
     binarize: str = "none"  # none | dynamic (resample every batch) | threshold
     valid_fraction: float = 0.1  # held out from train for the per-epoch validation ELBO
     image_size: list[int] | None = None  # [H, W] to resize image folders to; None = first image's
+    image_shape: list[int] | None = None  # [H, W] or [C, H, W] of flat vectors (N, D) that are images
 
 
+# None below means "the dataset's default" (see GENERIC_DEFAULTS and `vaelab datasets`).
 @dataclass
 class ModelConfig:
-    arch: str = "mlp"  # mlp | conv
-    latent_dim: int = 8
-    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    arch: str | None = None  # mlp | conv
+    latent_dim: int | None = None
+    hidden: list[int] | None = None  # dense layer sizes
     activation: str = "relu"  # relu | gelu | tanh | elu | softplus
-    likelihood: str = "bernoulli"  # see vaelab.models.likelihoods.LIKELIHOODS
-    obs_scale: float = 0.1  # the standard deviation of the fixed-variance Gaussian likelihood
+    likelihood: str | None = None  # see LIKELIHOOD_NAMES
+    obs_scale: float | None = None  # the standard deviation of the fixed-variance Gaussian
     x_shape: list[int] = field(default_factory=list)  # (C, H, W) or (D,); filled from the data
     cond_dim: int = 0  # size of the label/attribute vector y of a conditional VAE; 0 = none
     channels: list[int] = field(default_factory=lambda: [32, 64])  # conv widths, one per /2 stage
@@ -45,7 +71,7 @@ class ObjectiveConfig:
     """How a forward pass is scored; see vaelab.objectives for the formulas and papers."""
 
     name: str = "elbo"  # elbo | iwae | ae (plain autoencoder) | kl-only
-    beta: float = 1.0  # weight of the KL term (beta-VAE when != 1; the gamma of capacity control)
+    beta: float = 1.0  # weight of the KL term (beta-VAE when != 1)
     num_samples: int = 1  # latent samples per input (k of the IWAE bound)
     warmup: str = "none"  # KL weight schedule: none | linear | cyclical
     warmup_epochs: float = 10.0  # linear: epochs from 0 to beta; cyclical: epochs per cycle
@@ -53,12 +79,13 @@ class ObjectiveConfig:
     free_bits: float = 0.0  # KL floor per latent dimension in nats (Kingma et al. 2016); 0 = off
     capacity: float = 0.0  # target KL C in nats (Burgess et al. 2018); 0 = off
     capacity_epochs: float = 10.0  # epochs over which C rises linearly from 0 to capacity
+    gamma: float = 1000.0  # capacity control: the weight of |KL - C| (Burgess et al. used 1000)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30
-    batch_size: int = 128
+    epochs: int | None = None
+    batch_size: int | None = None
     lr: float = 1e-3
     lr_schedule: str = "constant"  # constant | cosine (from lr down to lr_final over the epochs)
     lr_final: float = 0.0  # the cosine schedule's learning rate at its end
@@ -99,7 +126,7 @@ class Config:
         kwargs = {}
         for name, f in sections.items():
             if name in d:
-                kwargs[name] = _section(f.default_factory, d[name], f"{source}: [{name}]")
+                kwargs[name] = _section(SECTIONS[name], d[name], f"{source}: [{name}]")
         config = cls(**kwargs)
         validate(config, source)
         return config
@@ -114,6 +141,29 @@ class Config:
         return Config.from_dict(d, "options")
 
 
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig,
+                             "objective": ObjectiveConfig, "train": TrainConfig}
+
+
+def apply_defaults(config: Config, dataset_defaults: dict[str, dict[str, Any]] | None = None
+                   ) -> Config:
+    """A copy of `config` whose unset (None) settings take the dataset's defaults, then
+    GENERIC_DEFAULTS. The one place defaults are applied; `config` itself is not changed."""
+    d = config.to_dict()
+    for layer in (dataset_defaults or {}, GENERIC_DEFAULTS):
+        for section, values in layer.items():
+            for key, value in values.items():
+                if d[section].get(key) is None:
+                    d[section][key] = copy.deepcopy(value)
+    return Config.from_dict(d, "defaults")
+
+
+def model_defaults(model: ModelConfig) -> ModelConfig:
+    """A ModelConfig with its unset settings taken from GENERIC_DEFAULTS (for models built
+    without a dataset, e.g. in tests); the same rule as `apply_defaults`."""
+    return apply_defaults(Config(model=model)).model
+
+
 def _reject_unknown(d: dict[str, Any], known: list[str], where: str) -> None:
     for key in d:
         if key not in known:
@@ -122,98 +172,106 @@ def _reject_unknown(d: dict[str, Any], known: list[str], where: str) -> None:
             raise VaelabError(f"{where}: unknown key {key!r}{hint}")
 
 
-def _section(factory: Any, values: Any, where: str) -> Any:
-    default = factory()
+def _section(cls: type, values: Any, where: str) -> Any:
     if not isinstance(values, dict):
         raise VaelabError(f"{where}: expected a table of keys, got {type(values).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(default)}
-    _reject_unknown(values, list(fields), where)
-    kwargs = {}
-    for key, value in values.items():
-        kwargs[key] = _coerce(value, getattr(default, key), f"{where} {key}")
-    return dataclasses.replace(default, **kwargs)
+    types = typing.get_type_hints(cls)
+    _reject_unknown(values, list(types), where)
+    kwargs = {key: _coerce(value, types[key], f"{where} {key}") for key, value in values.items()}
+    return cls(**kwargs)
 
 
-def _coerce(value: Any, default: Any, where: str) -> Any:
-    """Checks a value against the type of the field's default (None defaults accept anything)."""
-    if default is None:  # optional fields: validate() checks them
-        return value
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Checks a value against a field's type: bool, int, float, str or list[int], or None where
+    the type allows it."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (types.UnionType, typing.Union) \
+        else (hint,)
     if value is None:
-        raise VaelabError(f"{where}: expected {type(default).__name__}, got nothing (null)")
-    if isinstance(default, bool):
+        if type(None) in options:
+            return None
+        raise VaelabError(f"{where}: expected {_type_name(hint)}, got nothing (null)")
+    kind = next(t for t in options if t is not type(None))
+    if kind is bool:
         ok = isinstance(value, bool)
-    elif isinstance(default, int):
+    elif kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
+    elif kind is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         if ok and not -1e300 < value < 1e300:  # NaN, inf, or an int too big for a float
             raise VaelabError(f"{where}: expected a finite number, got {value!r}")
         value = float(value) if ok else value
-    elif isinstance(default, str):
+    elif kind is str:
         ok = isinstance(value, str)
-    elif isinstance(default, list):
+    else:  # list[int]
         ok = isinstance(value, list | tuple) and all(
             isinstance(v, int) and not isinstance(v, bool) for v in value
         )
         value = list(value) if ok else value
-    else:
-        ok = True
     if not ok:
-        raise VaelabError(f"{where}: expected {type(default).__name__}, got {value!r}")
+        raise VaelabError(f"{where}: expected {_type_name(hint)}, got {value!r}")
     return value
 
 
-def validate(config: Config, source: str = "config") -> None:
-    """Range checks that the types cannot express; one message per problem, naming the key."""
-    from vaelab.models.likelihoods import LIKELIHOODS  # models import config, not the reverse
-    from vaelab.objectives import OBJECTIVES
+def _type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "").replace("NoneType", "None")
 
+
+def _one_of(value: Any, names: tuple[str, ...], key: str) -> tuple[bool, str]:
+    return value is None or value in names, f"{key} must be one of {', '.join(names)}, not '{value}'"
+
+
+def _at_least(value: Any, low: float, key: str, strict: bool = False) -> tuple[bool, str]:
+    ok = value is None or (value > low if strict else value >= low)
+    return ok, f"{key} must be {'>' if strict else '>='} {low:g}, got {value}"
+
+
+def validate(config: Config, source: str = "config") -> None:
+    """Range checks that the types cannot express; one message per problem, naming the key.
+    Unset (None) settings pass: they are checked again once the defaults are applied."""
     m, o, t, d = config.model, config.objective, config.train, config.data
     checks = [
-        (m.latent_dim >= 1, "model.latent_dim must be >= 1"),
-        (all(h >= 1 for h in m.hidden), "model.hidden sizes must be >= 1"),
+        _at_least(m.latent_dim, 1, "model.latent_dim"),
+        (m.hidden is None or all(h >= 1 for h in m.hidden), "model.hidden sizes must be >= 1"),
         (all(c >= 1 for c in m.channels) and len(m.channels) >= 1,
          "model.channels must be one or more sizes >= 1"),
-        (m.arch in ("mlp", "conv"), f"model.arch must be mlp or conv, not '{m.arch}'"),
-        (m.activation in ACTIVATIONS,
-         f"model.activation must be one of {', '.join(ACTIVATIONS)}, not '{m.activation}'"),
-        (m.likelihood in LIKELIHOODS,
-         f"model.likelihood must be one of {', '.join(LIKELIHOODS)}, not '{m.likelihood}'"),
-        (m.obs_scale > 0, "model.obs_scale must be > 0"),
-        (m.cond_dim >= 0, "model.cond_dim must be >= 0"),
-        (o.name in OBJECTIVES,
-         f"objective.name must be one of {', '.join(OBJECTIVES)}, not '{o.name}'"),
-        (o.beta >= 0, "objective.beta must be >= 0"),
-        (o.num_samples >= 1, "objective.num_samples must be >= 1"),
-        (o.warmup in WARMUPS,
-         f"objective.warmup must be one of {', '.join(WARMUPS)}, not '{o.warmup}'"),
-        (o.warmup_epochs > 0, "objective.warmup_epochs must be > 0"),
+        _one_of(m.arch, ARCHS, "model.arch"),
+        _one_of(m.activation, ACTIVATIONS, "model.activation"),
+        _one_of(m.likelihood, LIKELIHOOD_NAMES, "model.likelihood"),
+        _at_least(m.obs_scale, 0, "model.obs_scale", strict=True),
+        _at_least(m.cond_dim, 0, "model.cond_dim"),
+        _one_of(o.name, OBJECTIVE_NAMES, "objective.name"),
+        _at_least(o.beta, 0, "objective.beta"),
+        _at_least(o.num_samples, 1, "objective.num_samples"),
+        _one_of(o.warmup, WARMUPS, "objective.warmup"),
+        _at_least(o.warmup_epochs, 0, "objective.warmup_epochs", strict=True),
         (0 < o.cycle_ratio <= 1, "objective.cycle_ratio must be in (0, 1]"),
-        (o.free_bits >= 0, "objective.free_bits must be >= 0"),
-        (o.capacity >= 0, "objective.capacity must be >= 0"),
-        (o.capacity_epochs > 0, "objective.capacity_epochs must be > 0"),
+        _at_least(o.free_bits, 0, "objective.free_bits"),
+        _at_least(o.capacity, 0, "objective.capacity"),
+        _at_least(o.capacity_epochs, 0, "objective.capacity_epochs", strict=True),
+        _at_least(o.gamma, 0, "objective.gamma", strict=True),
+        (not (o.capacity and o.beta != 1),
+         "objective.capacity: capacity control weighs |KL - C| by objective.gamma, not beta "
+         "(Burgess et al. 2018); leave beta at 1 and set gamma"),
         (o.name == "elbo" or not (o.warmup != "none" or o.free_bits or o.capacity or o.beta != 1),
          f"objective.beta, warmup, free_bits and capacity shape the ELBO; the '{o.name}' "
          f"objective does not use them (use objective.name elbo)"),
-        (t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}"),
-        (t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}"),
-        (t.lr > 0, f"train.lr must be > 0, got {t.lr}"),
-        (t.lr_schedule in LR_SCHEDULES, f"train.lr_schedule must be one of "
-         f"{', '.join(LR_SCHEDULES)}, not '{t.lr_schedule}'"),
+        _at_least(t.epochs, 1, "train.epochs"),
+        _at_least(t.batch_size, 1, "train.batch_size"),
+        _at_least(t.lr, 0, "train.lr", strict=True),
+        _one_of(t.lr_schedule, LR_SCHEDULES, "train.lr_schedule"),
         (0 <= t.lr_final <= t.lr, f"train.lr_final must be in [0, train.lr], got {t.lr_final}"),
-        (t.lr_decay_epochs >= 0, "train.lr_decay_epochs must be >= 0"),
-        (t.precision in PRECISIONS,
-         f"train.precision must be one of {', '.join(PRECISIONS)}, not '{t.precision}'"),
-        (t.checkpoint_every >= 0, "train.checkpoint_every must be >= 0"),
-        (t.log_every >= 1, "train.log_every must be >= 1"),
-        (t.grad_clip >= 0, "train.grad_clip must be >= 0"),
-        (t.checkpoint_minutes >= 0, "train.checkpoint_minutes must be >= 0"),
-        (t.max_bad_steps >= 1, f"train.max_bad_steps must be >= 1, got {t.max_bad_steps}"),
-        (d.data_dir is None or isinstance(d.data_dir, str), "data.data_dir must be a path"),
-        (d.image_size is None or _is_size(d.image_size),
+        _at_least(t.lr_decay_epochs, 0, "train.lr_decay_epochs"),
+        _one_of(t.precision, PRECISIONS, "train.precision"),
+        _at_least(t.checkpoint_every, 0, "train.checkpoint_every"),
+        _at_least(t.log_every, 1, "train.log_every"),
+        _at_least(t.grad_clip, 0, "train.grad_clip"),
+        _at_least(t.checkpoint_minutes, 0, "train.checkpoint_minutes"),
+        _at_least(t.max_bad_steps, 1, "train.max_bad_steps"),
+        (d.image_size is None or _is_size(d.image_size, 2),
          "data.image_size must be [height, width], two numbers >= 1"),
-        (d.binarize in ("none", "dynamic", "threshold"),
-         f"data.binarize must be none, dynamic or threshold, not '{d.binarize}'"),
+        (d.image_shape is None or _is_size(d.image_shape, 2) or _is_size(d.image_shape, 3),
+         "data.image_shape must be [height, width] or [channels, height, width], numbers >= 1"),
+        _one_of(d.binarize, BINARIZE, "data.binarize"),
         (0 <= d.valid_fraction < 1, "data.valid_fraction must be in [0, 1)"),
     ]
     for ok, message in checks:
@@ -221,15 +279,9 @@ def validate(config: Config, source: str = "config") -> None:
             raise VaelabError(f"{source}: {message}")
 
 
-def _is_size(value: Any) -> bool:
-    return (isinstance(value, list) and len(value) == 2
+def _is_size(value: Any, length: int) -> bool:
+    return (isinstance(value, list) and len(value) == length
             and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value))
-
-
-ACTIVATIONS = ("relu", "gelu", "tanh", "elu", "softplus")
-WARMUPS = ("none", "linear", "cyclical")
-LR_SCHEDULES = ("constant", "cosine")
-PRECISIONS = ("fp32", "bf16")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from vaelab import distributed, runfolder
-from vaelab.config import Config, TrainConfig
+from vaelab.config import Config, TrainConfig, apply_defaults
 from vaelab.data import Data, Split, dynamic_binarize, load_data
 from vaelab.errors import TrainingInterrupted, VaelabError
 from vaelab.models import VAE, build_model
@@ -63,10 +63,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 def prepare(config: Config, data: Data | None = None) -> tuple[Config, Data]:
-    """Loads the data and completes the config with the data's shape and checks."""
+    """Loads the data and returns a completed copy of the config: the dataset's defaults
+    applied (vaelab.config.apply_defaults) and the data's shape filled in."""
     data = data if data is not None else load_data(config.data)
+    config = apply_defaults(config, data.defaults)
+    config.model.x_shape = data.x_shape
     model = config.model
-    model.x_shape = data.x_shape
     if model.cond_dim and data.train.y is None:
         raise VaelabError(f"data: a conditional model needs labels, and {data.name} has none")
     if model.cond_dim and data.train.y.dim() == 1 and int(data.train.y.max()) >= model.cond_dim:

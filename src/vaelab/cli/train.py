@@ -108,7 +108,8 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def build_config(args: argparse.Namespace) -> tuple[Any, Any]:
-    """Config from built-in defaults < the dataset's defaults < --config file < flags."""
+    """Config from the --config file < flags; unset settings take the dataset's defaults
+    when training starts (vaelab.config.apply_defaults; `vaelab datasets` lists them)."""
     from vaelab.config import Config, DataConfig, load_config_file
     from vaelab.data import load_data
 
@@ -117,7 +118,7 @@ def build_config(args: argparse.Namespace) -> tuple[Any, Any]:
     data_cfg = Config.from_dict(_merge({"data": file.get("data", {})},
                                        {"data": flags["data"]}), "options").data
     data = load_data(data_cfg if data_cfg.name else DataConfig())
-    merged = _merge(_merge(data.defaults, file), flags)
+    merged = _merge(file, flags)
     if args.conditional:
         merged = _merge(merged, {"model": {"cond_dim": _num_classes(data)}})
     source = str(args.config) if args.config else "options"

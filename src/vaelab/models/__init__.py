@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vaelab.config import ModelConfig
+from vaelab.config import ModelConfig, model_defaults
 from vaelab.errors import VaelabError
 from vaelab.models.likelihoods import LIKELIHOODS, build_likelihood
 from vaelab.models.mlp import MLPDecoder, MLPEncoder
@@ -12,9 +12,11 @@ __all__ = ["LIKELIHOODS", "VAE", "Output", "build_model", "rsample"]
 
 
 def build_model(config: ModelConfig) -> VAE:
-    """The VAE a ModelConfig describes (config.x_shape must be set)."""
+    """The VAE a ModelConfig describes (config.x_shape must be set; unset settings take the
+    generic defaults, vaelab.config.GENERIC_DEFAULTS)."""
     if not config.x_shape:
         raise ValueError("ModelConfig.x_shape is empty: set it from the data before building")
+    config = model_defaults(config)
     x_shape = list(config.x_shape)
     likelihood = build_likelihood(config.likelihood, len(x_shape), config.obs_scale)
     if config.arch == "conv":

@@ -121,12 +121,9 @@ class Config:
                 f"{source}: format_version {version} is not supported by this vaelab "
                 f"(it reads version {FORMAT_VERSION}); retrain, or use a matching vaelab release"
             )
-        sections = {f.name: f for f in dataclasses.fields(cls) if f.name != "format_version"}
-        _reject_unknown(d, [*sections, "format_version"], source)
-        kwargs = {}
-        for name, f in sections.items():
-            if name in d:
-                kwargs[name] = _section(SECTIONS[name], d[name], f"{source}: [{name}]")
+        _reject_unknown(d, [*SECTIONS, "format_version"], source)
+        kwargs = {name: _section(section, d[name], f"{source}: [{name}]")
+                  for name, section in SECTIONS.items() if name in d}
         config = cls(**kwargs)
         validate(config, source)
         return config

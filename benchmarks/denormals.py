@@ -35,7 +35,7 @@ def worker(run: Path, flush: bool) -> dict[str, float]:
     # on: as the vaelab command, from before any torch work, so torch's threads copy it;
     # off: torch's default, and train without its own flush_denormals decorator
     with training.flush_denormals() if flush else contextlib.nullcontext():
-        train = training.train if flush else training.train.__wrapped__
+        train = training.fit if flush else training.fit.__wrapped__
         config = Config.from_dict(json.loads((run / "config.json").read_text()))
         epochs = torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] + 1
         data = load_recipe_data(config)
@@ -43,7 +43,7 @@ def worker(run: Path, flush: bool) -> dict[str, float]:
             copy = Path(tmp) / "run"
             shutil.copytree(run, copy, ignore=shutil.ignore_patterns("*.lock", "*.png"))
             result = train(config.updated({"train": {"epochs": epochs}}), copy, data=data,
-                           resume=True, progress=False, figures=False)
+                           resume=True, progress=False)
     return {"seconds": result.history[-1]["seconds"]}
 
 

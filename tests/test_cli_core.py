@@ -36,7 +36,7 @@ def test_train_resume_continues_to_more_epochs(tmp_path) -> None:
                  "--device", "cpu"]) == 0
     epochs = [json.loads(line)["epoch"] for line in (tmp_path / "r" / "metrics.jsonl").open()
               if '"split": "epoch"' in line]
-    assert epochs == [1, 2]
+    assert epochs == [0, 1, 2]  # 0: the untrained model, logged once
 
 
 def test_train_reads_a_toml_config_and_flags_win(tmp_path) -> None:

@@ -149,7 +149,7 @@ def test_cosine_learning_rate_falls_from_lr_to_lr_final(tmp_path) -> None:
     result = vaelab.train(tiny_config(epochs=2, lr_schedule="cosine", lr_final=1e-4),
                           tmp_path / "r", device="cpu", progress=False, figures=False)
     logged = [r for r in read_metrics(result.run) if r["split"] == "train"]
-    steps_per_epoch = result.history[0]["step"]
+    steps_per_epoch = next(r["step"] for r in result.history if r["epoch"] == 1)
     for r in logged:  # the rate of the step just taken (steps count from 0)
         expected = learning_rate(result.config.train, r["step"] - 1, steps_per_epoch)
         assert r["lr"] == pytest.approx(expected)

@@ -85,7 +85,7 @@ def test_disk_full_on_fsync_keeps_the_previous_files(run_copy: Path, monkeypatch
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(runfolder.os, "fsync", fsync)
     with pytest.raises(VaelabError, match="disk is full; the previous config.json is unchanged"):
-        runfolder.save_model(run_copy, model, config)
+        runfolder.save_model(run_copy, model, config, step=1, epoch=1)
     with pytest.raises(VaelabError, match="disk is full; the previous model.safetensors is unch"):
         runfolder.write_bytes(run_copy / runfolder.WEIGHTS, b"new weights")
     assert [(run_copy / name).read_bytes() for name in names] == before
@@ -166,7 +166,7 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(tmp_path: Path, monkeypatch)
     monkeypatch.undo()
     result = train(run, config=runfolder.read_config(run), resume=True)
     assert_same_weights(run, tmp_path / "whole")
-    assert [r["step"] for r in result.history] == [21, 42]
+    assert [r["step"] for r in result.history] == [0, 21, 42]  # 0: the untrained model
 
 
 def test_sigterm_through_the_cli_exits_143(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -125,9 +125,9 @@ def test_training_and_every_command_run_with_denormals_flushed(tmp_path, monkeyp
     from vaelab.cli import sample as sample_command
 
     seen = []
-    fit = training._fit
-    monkeypatch.setattr(training, "_fit", lambda *a, **k: seen.append(
-        training.denormals_flushed()) or fit(*a, **k))
+    run_loop = training.Trainer.run
+    monkeypatch.setattr(training.Trainer, "run", lambda *a, **k: seen.append(
+        training.denormals_flushed()) or run_loop(*a, **k))
     vaelab.train(tiny_config(epochs=1), tmp_path / "r", device="cpu", progress=False,
                  figures=False)
     run_sample = sample_command.execute

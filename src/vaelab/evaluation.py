@@ -18,7 +18,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from vaelab.data import Split
-from vaelab.models import VAE, rsample
+from vaelab.models import VAE, one_hot, rsample
 from vaelab.models.vae import Output
 from vaelab.objectives import active_units, elbo, kl_per_dim, log_weights
 
@@ -65,8 +65,6 @@ def evaluate(model: VAE, split: Split, *, k: int = 500, batch_size: int = 0, see
         seed: seeds the sampling, so an evaluation is repeatable.
         cond_dim: the model's condition size (conditional VAEs get one-hot labels).
     """
-    from vaelab.training import condition
-
     model.eval()
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -77,7 +75,7 @@ def evaluate(model: VAE, split: Split, *, k: int = 500, batch_size: int = 0, see
     batches = range(0, n, batch_size)
     for i in tqdm(batches, desc="evaluate", unit="batch", disable=not progress):
         x = split.x[i:i + batch_size].to(device)
-        y = None if split.y is None else condition(split.y[i:i + batch_size].to(device), cond_dim)
+        y = None if split.y is None else one_hot(split.y[i:i + batch_size].to(device), cond_dim)
         out = model(x, y, generator=gen)
         loss = elbo(out, x)
         bound.append(loss.elbo), recon.append(loss.reconstruction), kl.append(loss.kl)
@@ -111,8 +109,36 @@ def evaluate(model: VAE, split: Split, *, k: int = 500, batch_size: int = 0, see
     return result
 
 
-def format_table(result: dict[str, Any]) -> str:
-    """The evaluation dict as aligned text lines for a terminal."""
+@torch.no_grad()
+def elbo_metrics(model: VAE, split: Split, *, seed: int = 0, cond_dim: int = 0,
+                 batch_size: int = 1000) -> dict[str, Any]:
+    """The average ELBO and its parts on a split, with a fixed seed (deterministic), and the
+    collapse diagnostics: KL per latent dimension and the number of active units. Training's
+    per-epoch validation is this function (vaelab.workflows.train passes it to fit)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    sums = torch.zeros(3, device=device)
+    kl_dims = torch.zeros(model.latent_dim, device=device)
+    locs = []
+    for i in range(0, len(split), batch_size):
+        x = split.x[i:i + batch_size].to(device)
+        y = None if split.y is None else split.y[i:i + batch_size].to(device)
+        out = model(x, one_hot(y, cond_dim), generator=gen)
+        loss = elbo(out, x)
+        sums += torch.stack([loss.elbo.sum(), loss.reconstruction.sum(), loss.kl.sum()])
+        kl_dims += kl_per_dim(out.qz, out.pz).float().sum(0)
+        locs.append(out.qz.mean.float())
+    model.train(was_training)
+    e, r, k = (sums / len(split)).tolist()
+    return {"elbo": e, "reconstruction": r, "kl": k,
+            "kl_per_dim": [round(v, 5) for v in (kl_dims / len(split)).tolist()],
+            "active_units": int(active_units(torch.cat(locs)).sum())}
+
+
+def format_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """The evaluation dict as (label, value) rows, for the terminal table and the HTML report."""
     rows = [("examples", f"{result['n']}"),
             ("ELBO (nats)", f"{result['elbo']:.3f}"),
             ("  E_q log p(x|z)", f"{result['reconstruction']:.3f}"),
@@ -123,7 +149,12 @@ def format_table(result: dict[str, Any]) -> str:
                  ("NLL (nats)", f"{result['nll']:.3f}"),
                  ("bits/dim", f"{result['bits_per_dim']:.4f}")]
     rows.append(("active units", f"{result['active_units']} / {result['latent_dim']}"))
-    kl_dims = " ".join(f"{v:.2f}" for v in result["kl_per_dim"])
-    rows.append(("KL per dim", kl_dims))
+    rows.append(("KL per dim", " ".join(f"{v:.2f}" for v in result["kl_per_dim"])))
+    return rows
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The evaluation dict as aligned text lines for a terminal."""
+    rows = format_rows(result)
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vaelab.data import Data, Split
+from vaelab.data import Split
 from vaelab.errors import VaelabError
-from vaelab.models import VAE
+from vaelab.models import VAE, one_hot
 
 INPAINT_STEPS = 5  # encode/decode rounds with observed pixels clamped (see `inpaint`)
 
@@ -29,13 +29,11 @@ def _device(model: VAE) -> torch.device:
 
 def _cond(model: VAE, y: Tensor | None) -> Tensor | None:
     """The condition a (conditional) model needs for labels y (B,), on the model's device."""
-    from vaelab.training import condition
-
     if not model.cond_dim:
         return None
     if y is None:
         raise VaelabError("this is a conditional VAE: labels are needed to encode or decode")
-    return condition(y.to(_device(model)), model.cond_dim)
+    return one_hot(y.to(_device(model)), model.cond_dim)
 
 
 # ---------------------------------------------------------------- encode, decode, sample
@@ -253,44 +251,6 @@ def manifold(model: VAE, n: int = 15, edge: float = 0.05,
     z0, z1 = np.meshgrid(grid, grid[::-1])  # (n, n) each; rows go down in z[1]
     z = torch.tensor(np.stack([z0, z1], -1), device=_device(model))  # (n, n, 2)
     return decode(model, z, None if y is None else y.expand(n)), grid
-
-
-COMPARE_OBJECTIVES = [("ae", "plain autoencoder (reconstruction only)"),
-                      ("kl-only", "KL only (codes ignore x)"),
-                      ("elbo", "VAE (reconstruction + KL)")]
-
-
-def compare_latent(data: Data, runs_dir: str | Path, *, epochs: int = 10,
-                   hidden: Sequence[int] = (128,), limit: int = 2000, seed: int = 0,
-                   device: str = "cpu") -> list[tuple[str, np.ndarray]]:
-    """Trains a plain autoencoder, a KL-only model and a VAE, each with a 2-D latent.
-
-    The three share the MLP encoder/decoder and differ only in the objective (see
-    vaelab.objectives), so the maps show what each term of the ELBO does to the latent space.
-    Small batches and a large step size make a few epochs enough on small datasets.
-
-    Args:
-        data: the dataset (from vaelab.data.load_data).
-        runs_dir: where the three run folders (ae, kl-only, elbo) are written.
-        epochs, hidden, seed: training settings shared by the three models.
-        limit: how many test codes to return.
-
-    Returns:
-        [(title, codes (N, 2))] in the order ae, kl-only, VAE; labels are data.test.y[:N].
-    """
-    from vaelab.config import Config, DataConfig, ModelConfig, ObjectiveConfig, TrainConfig
-    from vaelab.training import train
-
-    panels = []
-    for objective, title in COMPARE_OBJECTIVES:
-        config = Config(data=DataConfig(name=data.name),
-                        model=ModelConfig(latent_dim=2, hidden=list(hidden)),
-                        objective=ObjectiveConfig(name=objective),
-                        train=TrainConfig(epochs=epochs, seed=seed, batch_size=32, lr=3e-3))
-        result = train(config, Path(runs_dir) / objective, data=data, overwrite=True,
-                       device=device, progress=False, figures=False)
-        panels.append((title, encode_means(result.model, data.test, limit)))
-    return panels
 
 
 # ---------------------------------------------------------------- inpainting and denoising

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib
 
@@ -16,15 +16,13 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from vaelab.runfolder import atomic_write  # noqa: E402
 
-if TYPE_CHECKING:
-    from vaelab.training import TrainResult
 
-
-def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Writes a figure atomically and closes it."""
+def save_figure(fig: Figure, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Writes a figure atomically as PNG (with `metadata` as text chunks) and closes it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight",
+                                               metadata=metadata))
     plt.close(fig)
     return path
 
@@ -192,12 +190,27 @@ def latent_figure(codes: np.ndarray, labels: np.ndarray | None, title: str,
     return fig
 
 
+def _prior_circles(ax: Any, codes: np.ndarray) -> None:
+    """The prior N(0, I)'s 1- and 2-sd circles, and limits that show them whatever the codes'
+    spread: codes piled up at the origin (a KL-only model) are then visibly piled up."""
+    t = np.linspace(0, 2 * np.pi, 200)
+    for r, style in ((1, "--"), (2, ":")):
+        ax.plot(r * np.cos(t), r * np.sin(t), style, color="0.25", lw=1,
+                label="p(z): 1 and 2 sd" if r == 1 else None)
+    lo = min(-2.5, float(np.min(codes))) if len(codes) else -2.5
+    hi = max(2.5, float(np.max(codes))) if len(codes) else 2.5
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_aspect("equal")
+
+
 def compare_figure(panels: Sequence[tuple[str, np.ndarray]], labels: np.ndarray | None,
                    class_names: Sequence[str] | None, title: str) -> Figure:
     """One class-coloured scatter of 2-D codes (N, 2) per panel, side by side, one legend."""
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 1.2, 4.6))
     for ax, (name, codes) in zip(np.atleast_1d(axes), panels, strict=True):
         _scatter(ax, codes, None if labels is None else labels[:len(codes)], class_names)
+        _prior_circles(ax, codes)
         ax.set(xlabel="z[0]", ylabel="z[1]", title=name)
         ax.grid(alpha=0.3)
     _legend(np.atleast_1d(axes)[-1])
@@ -206,42 +219,25 @@ def compare_figure(panels: Sequence[tuple[str, np.ndarray]], labels: np.ndarray 
     return fig
 
 
-def training_figures(result: TrainResult) -> None:
-    """samples.png, reconstructions.png, curves.png and latent.png in the run folder."""
-    import torch
-
-    from vaelab.exploration import latent_codes, reconstruct, sample
-    from vaelab.runfolder import read_metrics
-
-    model, data, run = result.model, result.data, result.run
-    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(0)
-    samples = as_images(sample(model, 64, generator=gen), model.x_shape)
-    save_figure(image_grid(samples, "samples: z ~ p(z), mean of p(x|z)", ncol=8), run / "samples.png")
-    part = data.test.subset(slice(0, 32))
-    originals, recons = reconstruct(model, part.x, part.y)
-    save_figure(reconstruction_grid(as_images(originals, model.x_shape),
-                                    as_images(recons, model.x_shape)), run / "reconstructions.png")
-    records = read_metrics(run)
-    save_figure(curves([r for r in records if r.get("split") == "epoch"],
-                       [r for r in records if r.get("split") == "train"]), run / "curves.png")
-    codes, axes = latent_codes(model, data.test, limit=2000)
-    labels = None if data.test.y is None else data.test.y[:len(codes)].numpy()
-    save_figure(latent_scatter(codes, labels, f"test codes E_q[z] ({axes[2]})", axes[:2],
-                               data.classes), run / "latent.png")
-
-
 def reconstruction_grid(originals: np.ndarray, recons: np.ndarray, ncol: int = 8) -> Figure:
-    """Rows of originals, each followed by a row of their reconstructions."""
+    """Rows of up to `ncol` originals (N, C, H, W), each row followed by their reconstructions,
+    so every original sits right above its own reconstruction (a short last row is padded)."""
+    ncol = max(1, min(ncol, len(originals)))
+    blank = np.ones((1, *originals.shape[1:]), dtype=np.float32)
     rows = []
     for i in range(0, len(originals), ncol):
-        rows += [originals[i:i + ncol], recons[i:i + ncol]]
+        pad = [blank] * (ncol - len(originals[i:i + ncol]))
+        rows += [np.concatenate([originals[i:i + ncol], *pad]),
+                 np.concatenate([recons[i:i + ncol], *pad])]
     labels = ["original", "reconstruction"] * (len(rows) // 2)
-    return image_grid(np.concatenate(rows), "test images (odd rows) and reconstructions (even rows)",
+    return image_grid(np.concatenate(rows), "test images over their reconstructions",
                       ncol=ncol, row_labels=labels)
 
 
 def as_images(x: Any, x_shape: Sequence[int]) -> np.ndarray:
-    """Model-space arrays -> (N, C, H, W) for display; flat vectors become one-row strips."""
+    """Model-space arrays -> (N, C, H, W) for display. A flat vector of square length is drawn
+    as a square image; any other flat vector (train with --image-shape H,W to give its real
+    geometry) as a band, one column per value, a sixth as tall as it is wide."""
     x = np.asarray(x)
     if len(x_shape) == 3:
         return x.reshape(-1, *x_shape)
@@ -249,7 +245,8 @@ def as_images(x: Any, x_shape: Sequence[int]) -> np.ndarray:
     side = math.isqrt(d)
     if side * side == d:
         return x.reshape(-1, 1, side, side)
-    return x.reshape(-1, 1, 1, d)
+    band = x.reshape(-1, 1, 1, d)
+    return np.repeat(band, max(1, math.ceil(d / 6)), axis=2)
 
 
 def as_image_rows(x: Any, x_shape: Sequence[int]) -> np.ndarray:
@@ -257,6 +254,3 @@ def as_image_rows(x: Any, x_shape: Sequence[int]) -> np.ndarray:
     x = np.asarray(x)
     images = as_images(x.reshape(-1, *x_shape), x_shape)
     return images.reshape(x.shape[0], x.shape[1], *images.shape[1:])
-
-
-_as_images = as_images  # the earlier private name

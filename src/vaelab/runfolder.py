@@ -16,18 +16,22 @@ import errno
 import io
 import json
 import os
+import re
+import shlex
 import tempfile
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from vaelab.config import Config
+from vaelab.device import resolve_device
 from vaelab.errors import VaelabError
 from vaelab.models import VAE, build_model
 
@@ -157,10 +161,85 @@ def truncate_metrics(run: Path, step: int) -> None:
         write_bytes(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
 
-def save_model(run: Path, model: VAE, config: Config) -> None:
+def save_model(run: Path, model: VAE, config: Config, *, step: int, epoch: int) -> None:
+    """Writes config.json and the weights, which record the step and epoch they were saved at."""
     write_json(Path(run) / CONFIG, config.to_dict())
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    write_bytes(Path(run) / WEIGHTS, safetensors_bytes(state))
+    metadata = {"step": str(step), "epoch": str(epoch)}
+    write_bytes(Path(run) / WEIGHTS, safetensors_bytes(state, metadata=metadata))
+
+
+# ---- what the weights are, and the files derived from them ---------------------------------
+# Every derived file (evaluation JSON, figures, report) records the model step it was made from:
+# JSON under "model_step", PNG in a text chunk, HTML in a <meta> tag. A file whose step is not
+# the weights' step is stale: `report` remakes it, and `train --resume` deletes them all.
+STEP_KEY = "vaelab-model-step"
+DERIVED_PATTERNS = ("evaluation-*.json", "*.png", "*.npy", "report.html")
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """Where the weights in model.safetensors stand: the step and epoch they were saved at
+    (None for runs written before vaelab recorded them) and the epochs the config plans."""
+
+    step: int | None
+    epoch: int | None
+    epochs: int
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch is None or self.epoch >= self.epochs
+
+    def note(self, run: Path) -> str | None:
+        """A one-line note for an unfinished run, else None."""
+        if self.finished:
+            return None
+        return (f"note: {run} is unfinished: its weights are from epoch {self.epoch} of "
+                f"{self.epochs} (resume with: vaelab train --resume {shlex.quote(str(run))})")
+
+
+def model_state(run: str | Path) -> ModelState:
+    run = Path(run)
+    config = read_config(run)
+    metadata: dict[str, str] = {}
+    try:
+        with safe_open(str(run / WEIGHTS), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError):
+        pass  # `load` reports a missing or unreadable file
+    step, epoch = metadata.get("step"), metadata.get("epoch")
+    return ModelState(None if step is None else int(step), None if epoch is None else int(epoch),
+                      config.train.epochs or 0)
+
+
+def derived_step(path: Path) -> int | None:
+    """The model step a derived file records (None: it records none, or is unreadable)."""
+    try:
+        if path.suffix == ".json":
+            value = json.loads(path.read_text()).get("model_step")
+        elif path.suffix == ".png":
+            from PIL import Image
+
+            with Image.open(path) as img:
+                value = getattr(img, "text", {}).get(STEP_KEY)
+        else:
+            match = re.search(rf'<meta name="{STEP_KEY}" content="(\d+)"', path.read_text())
+            value = match and match.group(1)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return None if value is None else int(value)
+
+
+def is_current(path: Path, state: ModelState) -> bool:
+    """Whether `path` exists and was made from the weights `state` describes."""
+    return path.is_file() and state.step is not None and derived_step(path) == state.step
+
+
+def remove_derived(run: Path) -> None:
+    """Deletes the files made from earlier weights (resuming makes them stale)."""
+    for pattern in DERIVED_PATTERNS:
+        for path in Path(run).glob(pattern):
+            path.unlink(missing_ok=True)
 
 
 def read_config(run: str | Path) -> Config:
@@ -184,9 +263,7 @@ def load(run: str | Path, device: str | torch.device = "cpu") -> VAE:
     >>> model.encode(x).mean  # (B, D)
     """
     if isinstance(device, str):
-        from vaelab.training import resolve_device  # checks the device exists, by name
-
-        device = resolve_device(device)
+        device = resolve_device(device)  # checks the device exists, by name
     run = Path(run)
     config = read_config(run)
     model = build_model(config.model)

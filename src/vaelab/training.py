@@ -14,24 +14,23 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from vaelab import distributed, runfolder
 from vaelab.config import Config, TrainConfig, apply_defaults
 from vaelab.data import Data, Split, dynamic_binarize, load_data
+from vaelab.device import resolve_device
 from vaelab.errors import TrainingInterrupted, VaelabError
-from vaelab.models import VAE, build_model
-from vaelab.objectives import active_units, compute_loss, elbo, is_deterministic, kl_per_dim
+from vaelab.models import VAE, build_model, one_hot
+from vaelab.objectives import compute_loss, is_deterministic
 
-EVAL_SEED = 999  # validation uses its own generator so it never shifts the training noise
 COLLAPSED_KL = 0.1  # nats: a latent dimension below this carries almost no information
 
 
@@ -43,23 +42,6 @@ class TrainResult:
     data: Data
     history: list[dict[str, Any]]  # the per-epoch records of metrics.jsonl
     seconds: float
-
-
-def resolve_device(name: str) -> torch.device:
-    """auto -> cuda if available, else mps, else cpu; an explicit name must be available."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise VaelabError("--device cuda: no CUDA GPU is visible to PyTorch (try --device auto)")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise VaelabError("--device mps: Apple MPS is not available here (try --device auto)")
-    if name not in ("cpu", "cuda", "mps"):
-        raise VaelabError(f"--device must be auto, cpu, cuda or mps, not '{name}'")
-    return torch.device(name)
 
 
 def prepare(config: Config, data: Data | None = None) -> tuple[Config, Data]:
@@ -80,13 +62,6 @@ def prepare(config: Config, data: Data | None = None) -> tuple[Config, Data]:
         raise VaelabError(f"data: the {model.likelihood} likelihood needs values in [0, 1], but "
                           f"{data.name} spans [{lo:.3g}, {hi:.3g}]; use --likelihood gaussian")
     return config, data
-
-
-def condition(y: Tensor | None, cond_dim: int) -> Tensor | None:
-    """The condition vector of a conditional VAE: one-hot labels (B, Y), or None."""
-    if not cond_dim or y is None:
-        return None
-    return F.one_hot(y, cond_dim).float() if y.dim() == 1 else y.float()
 
 
 @contextlib.contextmanager
@@ -114,21 +89,26 @@ def denormals_flushed() -> bool:
     return (torch.tensor([torch.finfo(torch.float32).tiny]) / 8).item() == 0.0
 
 
+Validate = Callable[[VAE, Split], dict[str, Any]]  # the validation metrics of a model
+
+
 @flush_denormals()
-def train(config: Config, run: str | Path, *, data: Data | None = None, resume: bool = False,
-          overwrite: bool = False, device: str = "auto", progress: bool = True,
-          figures: bool = True) -> TrainResult:
-    """Trains a VAE as `config` says and writes the run folder `run`.
+def fit(config: Config, run: str | Path, *, data: Data | None = None, resume: bool = False,
+        overwrite: bool = False, device: str = "auto", progress: bool = True,
+        validate: Validate | None = None) -> TrainResult:
+    """Trains a VAE as `config` says and writes the run folder `run` (no figures: see
+    vaelab.workflows.train, which is `vaelab.train`).
 
     Args:
-        config: the full configuration (data, model, objective, train).
+        config: the configuration; unset settings take the dataset's defaults (not changed).
         run: the run folder to create, or to continue with resume=True.
         data: already-loaded data (else config.data is loaded).
         resume: continue from run/checkpoint.pt (config.train.epochs may be raised).
         overwrite: replace a run folder that already holds a different run.
         device: auto | cpu | cuda | mps.
         progress: show a tqdm progress bar.
-        figures: write samples/reconstructions/curves/latent PNGs at the end.
+        validate: computes the validation metrics (ELBO, KL per dimension, ...) of the model
+            on data.valid, before training and after every epoch; None: no validation.
     """
     start = time.perf_counter()
     ctx = distributed.setup(resolve_device(device))  # under torchrun: join the process group
@@ -137,168 +117,208 @@ def train(config: Config, run: str | Path, *, data: Data | None = None, resume: 
         config, data = prepare(config, data)
         lock = ctx.main_only(lambda: _claim_folder(run, resume, overwrite))  # rank 0 writes
         with lock or contextlib.nullcontext(), StopSignals() as stop:
-            return _fit(config, data, run, ctx, resume=resume, progress=progress,
-                        figures=figures, stop=stop, start=start)
+            trainer = Trainer(config, data, run, ctx, stop, validate, resume, progress)
+            trainer.run()
+            history = [r for r in runfolder.read_metrics(run) if r.get("split") == "epoch"]
+            return TrainResult(run, trainer.model, config, data, history,
+                               time.perf_counter() - start)
     finally:
         distributed.cleanup(ctx)
 
 
-def _fit(config: Config, data: Data, run: Path, ctx: distributed.Context, *, resume: bool,
-         progress: bool, figures: bool, stop: StopSignals, start: float) -> TrainResult:
-    """The body of `train`, run while holding the run folder's lock (on rank 0)."""
-    dev = ctx.device
-    if resume and not (run / runfolder.CHECKPOINT).is_file():
-        print(f"{run}: no checkpoint yet, starting from step 0", file=sys.stderr)
-        resume = False
-    t = config.train
-    if t.precision == "bf16" and not (dev.type == "cpu" or (dev.type == "cuda"
-                                                           and torch.cuda.is_bf16_supported())):
-        raise VaelabError(f"train.precision bf16: not supported on {dev} here (use fp32)")
-    torch.manual_seed(t.seed)  # weight initialisation
-    model = build_model(config.model).to(dev)
-    # fused: one kernel updates every parameter; ~1.2x the steps/s of the default Adam on a
-    # CPU for small MLPs (benchmarks/train_throughput.py), the same update up to rounding
-    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, fused=True)
-    shuffle = torch.Generator().manual_seed(t.seed)
-    noise = torch.Generator(device=dev).manual_seed(t.seed + 1)  # the same on every rank
-    epoch, batch_in_epoch, step = 0, 0, 0
-    epoch_shuffle_state = shuffle.get_state()
-    skipped = 0  # non-finite steps skipped over the whole run
-    if resume:
-        ckpt = runfolder.load_checkpoint(run)
-        _restore(run, ckpt, model, optimizer, noise)
-        epoch_shuffle_state = ckpt["epoch_shuffle_state"]
-        epoch, batch_in_epoch, step = ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]
-        skipped = ckpt.get("skipped_steps", 0)
-        if epoch > t.epochs:
-            raise VaelabError(f"--epochs {t.epochs}: {run} has already trained {epoch} epochs")
-    if ctx.is_main and resume:
-        runfolder.truncate_metrics(run, step)  # lines after the checkpoint are redone
-        runfolder.write_json(run / runfolder.CONFIG, config.to_dict())  # e.g. more epochs
-    elif ctx.is_main:
-        runfolder.save_model(run, model, config)
+class Trainer:
+    """The state of one training run and the loop over its epochs and batches.
 
-    n = len(data.train)
-    steps_per_epoch = math.ceil(n / t.batch_size)
-    ctx.check(n, t.batch_size)
-    if ctx.enabled and config.objective.name == "kl-only":  # DDP needs a gradient for every weight
-        raise VaelabError("objective kl-only leaves the decoder without gradients, which "
-                          "distributed training cannot average; train it in one process")
-    net = ctx.wrap(model)  # DistributedDataParallel under torchrun: averages the gradients
-    bar = tqdm(total=t.epochs * steps_per_epoch, initial=step, disable=not (progress and ctx.is_main),
-               desc=f"train {run.name}", unit="step", dynamic_ncols=True, file=sys.stderr)
-    x_all, y_all = data.train.x, data.train.y
-    num_samples, deterministic = config.objective.num_samples, is_deterministic(config.objective)
-    bf16 = t.precision == "bf16"
-    sums = torch.zeros(3, device=dev)  # running sums of elbo, reconstruction, kl since last log
-    count, bad_steps = 0, 0
-    last_save = time.monotonic()
+    Randomness: `shuffle` (CPU) permutes each epoch, `noise` (on the device) draws the
+    reparameterisation noise and dynamic binarization; both are in every checkpoint.
+    """
 
-    def checkpoint(epoch_: int, batch_: int) -> None:
-        nonlocal last_save
-        _check_weights(model, run, step)  # never replace a good checkpoint with NaN weights
-        if ctx.is_main:  # ranks hold the same weights; rank 0 writes them
-            runfolder.save_checkpoint(run, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "noise_state": noise.get_state(), "epoch_shuffle_state": epoch_shuffle_state,
-                "epoch": epoch_, "batch_in_epoch": batch_, "step": step, "skipped_steps": skipped,
-            })
-        last_save = time.monotonic()
+    def __init__(self, config: Config, data: Data, run: Path, ctx: distributed.Context,
+                 stop: StopSignals, validate: Validate | None, resume: bool,
+                 progress: bool) -> None:
+        self.config, self.data, self.run_dir, self.ctx, self.stop = config, data, run, ctx, stop
+        self.validate = validate if data.valid is not None and ctx.is_main else None
+        t, dev = config.train, ctx.device
+        if t.precision == "bf16" and not (dev.type == "cpu" or (
+                dev.type == "cuda" and torch.cuda.is_bf16_supported())):
+            raise VaelabError(f"train.precision bf16: not supported on {dev} here (use fp32)")
+        if resume and not (run / runfolder.CHECKPOINT).is_file():
+            print(f"{run}: no checkpoint yet, starting from step 0", file=sys.stderr)
+            resume = False
+        torch.manual_seed(t.seed)  # weight initialisation
+        self.model = build_model(config.model).to(dev)
+        # fused: one kernel updates every parameter; ~1.2x the steps/s of the default Adam on
+        # a CPU for small MLPs (benchmarks/train_throughput.py), the same update up to rounding
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, fused=True)
+        self.shuffle = torch.Generator().manual_seed(t.seed)
+        self.noise = torch.Generator(device=dev).manual_seed(t.seed + 1)  # same on every rank
+        self.epoch, self.batch_in_epoch, self.step, self.skipped = 0, 0, 0, 0
+        self.bad_steps = 0  # non-finite steps in a row
+        self.epoch_shuffle_state = self.shuffle.get_state()
+        self.steps_per_epoch = math.ceil(len(data.train) / t.batch_size)
+        ctx.check(len(data.train), t.batch_size)
+        if ctx.enabled and config.objective.name == "kl-only":  # DDP needs every gradient
+            raise VaelabError("objective kl-only leaves the decoder without gradients, which "
+                              "distributed training cannot average; train it in one process")
+        self.resumed = resume
+        if resume:
+            self._resume()
+        self.net = ctx.wrap(self.model)  # DistributedDataParallel under torchrun
+        self.bar = tqdm(total=t.epochs * self.steps_per_epoch, initial=self.step,
+                        disable=not (progress and ctx.is_main), desc=f"train {run.name}",
+                        unit="step", dynamic_ncols=True, file=sys.stderr)
+        self.last_save = time.monotonic()
+        self.sums = torch.zeros(3, device=dev)  # elbo, reconstruction, kl since the last log
+        self.count = 0
 
-    def checkpoint_due() -> bool:
-        by_steps = t.checkpoint_every and step % t.checkpoint_every == 0
-        return bool(by_steps) or 0 < t.checkpoint_minutes * 60 <= time.monotonic() - last_save
+    def _resume(self) -> None:
+        ckpt = runfolder.load_checkpoint(self.run_dir)
+        _restore(self.run_dir, ckpt, self.model, self.optimizer, self.noise)
+        self.epoch_shuffle_state = ckpt["epoch_shuffle_state"]
+        self.epoch, self.batch_in_epoch = ckpt["epoch"], ckpt["batch_in_epoch"]
+        self.step, self.skipped = ckpt["step"], ckpt.get("skipped_steps", 0)
+        if self.epoch > self.config.train.epochs:
+            raise VaelabError(f"--epochs {self.config.train.epochs}: {self.run_dir} has already "
+                              f"trained {self.epoch} epochs")
 
-    if not resume:
-        checkpoint(0, 0)  # so a kill at any moment from here on leaves something to resume
-    model.train()
-    while epoch < t.epochs:
+    def run(self) -> None:
+        """Trains to config.train.epochs, checkpointing as it goes; raises TrainingInterrupted
+        on SIGINT/SIGTERM and VaelabError when training fails (NaN, divergence)."""
+        run, ctx = self.run_dir, self.ctx
+        if ctx.is_main and self.resumed:
+            runfolder.truncate_metrics(run, self.step)  # lines after the checkpoint are redone
+            runfolder.remove_derived(run)  # figures and evaluations of the older weights
+            runfolder.write_json(run / runfolder.CONFIG, self.config.to_dict())  # more epochs
+        elif ctx.is_main:
+            self._save_model()
+        if not self.resumed:
+            self._checkpoint(0, 0)  # so a kill at any moment from here on can be resumed
+            if self.validate is not None:  # the untrained model: where the curves start, and
+                self._log_epoch(0.0)  # the baseline that tells divergence from learning
+        self.model.train()
+        while self.epoch < self.config.train.epochs:
+            self._train_epoch()
+        self.stop.restore()  # Ctrl-C from here on just stops
+        self.bar.close()
+        self.model.eval()
+        ctx.barrier()  # rank 0 has written every record
+        history = [r for r in runfolder.read_metrics(run) if r.get("split") == "epoch"]
+        if ctx.is_main and history and (warning := collapse_warning(history[-1], self.config)):
+            print(warning, file=sys.stderr)
+
+    def _train_epoch(self) -> None:
         epoch_start = time.perf_counter()
-        shuffle.set_state(epoch_shuffle_state)
-        perm = torch.randperm(n, generator=shuffle)
-        for b in range(batch_in_epoch, steps_per_epoch):
-            # every rank draws the noise of the whole batch and keeps its own rows, so N
-            # processes take the steps one process would (up to floating-point rounding)
-            idx = perm[b * t.batch_size:(b + 1) * t.batch_size]
-            x = x_all[idx].to(dev, non_blocking=True)
-            if config.data.binarize == "dynamic":
-                x = dynamic_binarize(x, noise)
-            eps = None if deterministic else ctx.shard(torch.randn(
-                num_samples, len(idx), config.model.latent_dim, generator=noise, device=dev), dim=1)
-            idx, x = ctx.shard(idx), ctx.shard(x)  # this rank's part of the batch
-            y = condition(None if y_all is None else y_all[idx].to(dev), config.model.cond_dim)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                out = net(x, y, num_samples=num_samples, deterministic=deterministic, eps=eps)
-            # the KL warm-up and capacity schedules follow the progress in epochs
-            loss = compute_loss(config.objective, out, x, epoch=epoch + b / steps_per_epoch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.loss.backward()
-            grad_norm = _grad_norm(model, t.grad_clip)  # and clips it when grad_clip > 0
-            if not ctx.all_finite(loss.loss.detach() + grad_norm):  # NaN/inf loss or gradients
-                bad_steps, skipped = bad_steps + 1, skipped + 1
-                if bad_steps >= t.max_bad_steps:
-                    bar.close()
-                    raise VaelabError(_divergence_message(bad_steps, step, config, run))
-                continue
-            bad_steps = 0
-            if t.lr_schedule != "constant":
-                optimizer.param_groups[0]["lr"] = learning_rate(t, step, steps_per_epoch)
-            optimizer.step()
-            step += 1
-            with torch.no_grad():
-                sums += torch.stack([loss.elbo.sum(), loss.reconstruction.sum(), loss.kl.sum()])
-            count += len(idx)
-            bar.update(1)
-            if step % t.log_every == 0:
-                ctx.sum(sums)  # totals over all ranks (nothing to do in one process)
-                count = ctx.sum_int(count)
-                progress_ = epoch + (b + 1) / steps_per_epoch
-                record = _averages(sums, count) | {"step": step, "epoch": round(progress_, 4)}
-                record |= loss.metrics | {"lr": optimizer.param_groups[0]["lr"]}  # schedules
-                if ctx.is_main:
-                    runfolder.append_jsonl(run / runfolder.METRICS, {"split": "train"} | record)
-                bar.set_postfix(elbo=f"{record['elbo']:.2f}", kl=f"{record['kl']:.2f}")
-                sums.zero_()
-                count = 0
-            stopping = ctx.any_rank(bool(stop.signum))  # Ctrl-C/SIGTERM here or on another rank
-            if checkpoint_due() or stopping:
-                checkpoint(epoch, b + 1)
+        self.shuffle.set_state(self.epoch_shuffle_state)
+        perm = torch.randperm(len(self.data.train), generator=self.shuffle)
+        batch_size = self.config.train.batch_size
+        for b in range(self.batch_in_epoch, self.steps_per_epoch):
+            self._step(perm[b * batch_size:(b + 1) * batch_size], b)
+            stopping = self.ctx.any_rank(bool(self.stop.signum))  # here or on another rank
+            if self._checkpoint_due() or stopping:
+                self._checkpoint(self.epoch, b + 1)
             if stopping:
-                bar.close()
-                raise stop.interrupted(run, step)
-        epoch += 1
-        batch_in_epoch = 0
-        epoch_shuffle_state = shuffle.get_state()
-        record: dict[str, Any] = {"split": "epoch", "epoch": epoch, "step": step,
-                                  "seconds": round(time.perf_counter() - epoch_start, 3),
-                                  "skipped_steps": skipped}
-        if data.valid is not None and ctx.is_main:
-            record |= {f"valid_{k}": v for k, v in
-                       evaluate_elbo(model, data.valid, config, dev).items()}
-        if ctx.is_main:
-            runfolder.append_jsonl(run / runfolder.METRICS, record)
-        if "valid_elbo" in record:
-            bar.set_postfix(epoch=epoch, valid_elbo=f"{record['valid_elbo']:.2f}")
-        _check_weights(model, run, step)
-        if ctx.is_main:
-            runfolder.save_model(run, model, config)
-        checkpoint(epoch, 0)
-        if ctx.any_rank(bool(stop.signum)):
-            bar.close()
-            raise stop.interrupted(run, step)
-    stop.restore()  # Ctrl-C while drawing the figures just stops
-    bar.close()
-    model.eval()
-    ctx.barrier()  # rank 0 has written every record
-    history = [r for r in runfolder.read_metrics(run) if r.get("split") == "epoch"]
-    if ctx.is_main and history and (warning := collapse_warning(history[-1], config)):
-        print(warning, file=sys.stderr)
-    result = TrainResult(run, model, config, data, history, time.perf_counter() - start)
-    if figures and ctx.is_main:
-        from vaelab.plots import training_figures
+                self.bar.close()
+                raise self.stop.interrupted(self.run_dir, self.step)
+        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        self.epoch_shuffle_state = self.shuffle.get_state()
+        self._log_epoch(time.perf_counter() - epoch_start)
+        _check_weights(self.model, self.run_dir, self.step)
+        if self.ctx.is_main:
+            self._save_model()
+        self._checkpoint(self.epoch, 0)
+        if self.ctx.any_rank(bool(self.stop.signum)):
+            self.bar.close()
+            raise self.stop.interrupted(self.run_dir, self.step)
 
-        training_figures(result)
-    return result
+    def _step(self, idx: Tensor, b: int) -> None:
+        """One optimiser step on the examples `idx` of global batch b (skipped when the loss
+        or the gradients are not finite)."""
+        config, ctx, dev, t = self.config, self.ctx, self.ctx.device, self.config.train
+        x = self.data.train.x[idx].to(dev, non_blocking=True)
+        if config.data.binarize == "dynamic":
+            x = dynamic_binarize(x, self.noise)
+        num_samples, deterministic = config.objective.num_samples, is_deterministic(config.objective)
+        # every rank draws the noise of the whole batch and keeps its own rows, so N
+        # processes take the steps one process would (up to floating-point rounding)
+        eps = None if deterministic else ctx.shard(torch.randn(
+            num_samples, len(idx), config.model.latent_dim, generator=self.noise, device=dev), dim=1)
+        idx, x = ctx.shard(idx), ctx.shard(x)  # this rank's part of the batch
+        y_all = self.data.train.y
+        y = one_hot(None if y_all is None else y_all[idx].to(dev), config.model.cond_dim)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
+            out = self.net(x, y, num_samples=num_samples, deterministic=deterministic, eps=eps)
+        # the KL warm-up and capacity schedules follow the progress in epochs
+        loss = compute_loss(config.objective, out, x, epoch=self.epoch + b / self.steps_per_epoch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.loss.backward()
+        grad_norm = _grad_norm(self.model, t.grad_clip)  # and clips it when grad_clip > 0
+        if not ctx.all_finite(loss.loss.detach() + grad_norm):  # NaN/inf loss or gradients
+            self.bad_steps, self.skipped = self.bad_steps + 1, self.skipped + 1
+            if self.bad_steps >= t.max_bad_steps:
+                self.bar.close()
+                raise VaelabError(_divergence_message(self.bad_steps, self.step, config,
+                                                      self.run_dir))
+            return
+        self.bad_steps = 0
+        if t.lr_schedule != "constant":
+            self.optimizer.param_groups[0]["lr"] = learning_rate(t, self.step, self.steps_per_epoch)
+        self.optimizer.step()
+        self.step += 1
+        with torch.no_grad():
+            self.sums += torch.stack([loss.elbo.sum(), loss.reconstruction.sum(), loss.kl.sum()])
+        self.count += len(idx)
+        self.bar.update(1)
+        if self.step % t.log_every == 0:
+            self._log_train(self.epoch + (b + 1) / self.steps_per_epoch, loss.metrics)
+
+    def _log_train(self, progress: float, metrics: dict[str, float]) -> None:
+        self.ctx.sum(self.sums)  # totals over all ranks (nothing to do in one process)
+        count = self.ctx.sum_int(self.count)
+        record = _averages(self.sums, count) | {"step": self.step, "epoch": round(progress, 4)}
+        record |= metrics | {"lr": self.optimizer.param_groups[0]["lr"]}  # the schedules
+        if self.ctx.is_main:
+            runfolder.append_jsonl(self.run_dir / runfolder.METRICS, {"split": "train"} | record)
+        self.bar.set_postfix(elbo=f"{record['elbo']:.2f}", kl=f"{record['kl']:.2f}")
+        self.sums.zero_()
+        self.count = 0
+
+    def _log_epoch(self, seconds: float) -> None:
+        """The epoch's record: time, skipped steps and the validation metrics; stops a run
+        whose validation score fell far below the untrained model's."""
+        record: dict[str, Any] = {"split": "epoch", "epoch": self.epoch, "step": self.step,
+                                  "seconds": round(seconds, 3), "skipped_steps": self.skipped}
+        if self.validate is not None and self.data.valid is not None:
+            metrics = self.validate(self.model, self.data.valid)
+            record |= {f"valid_{k}": v for k, v in metrics.items()}
+        diverged = divergence(record, self.run_dir, self.config)
+        if self.ctx.is_main:
+            runfolder.append_jsonl(self.run_dir / runfolder.METRICS,
+                                   record | ({"diverged": True} if diverged else {}))
+        if diverged:
+            self.bar.close()
+            raise VaelabError(diverged)
+        if "valid_elbo" in record:
+            self.bar.set_postfix(epoch=self.epoch, valid_elbo=f"{record['valid_elbo']:.2f}")
+
+    def _save_model(self) -> None:
+        runfolder.save_model(self.run_dir, self.model, self.config, step=self.step,
+                             epoch=self.epoch)
+
+    def _checkpoint(self, epoch: int, batch: int) -> None:
+        _check_weights(self.model, self.run_dir, self.step)  # never save non-finite weights
+        if self.ctx.is_main:  # ranks hold the same weights; rank 0 writes them
+            runfolder.save_checkpoint(self.run_dir, {
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "noise_state": self.noise.get_state(),
+                "epoch_shuffle_state": self.epoch_shuffle_state, "epoch": epoch,
+                "batch_in_epoch": batch, "step": self.step, "skipped_steps": self.skipped,
+            })
+        self.last_save = time.monotonic()
+
+    def _checkpoint_due(self) -> bool:
+        t = self.config.train
+        by_steps = t.checkpoint_every and self.step % t.checkpoint_every == 0
+        return bool(by_steps) or 0 < t.checkpoint_minutes * 60 <= time.monotonic() - self.last_save
 
 
 def learning_rate(t: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -315,30 +335,25 @@ def _averages(sums: Tensor, count: int) -> dict[str, float]:
     return {"elbo": e, "reconstruction": r, "kl": k}
 
 
-@torch.no_grad()
-def evaluate_elbo(model: VAE, split: Split, config: Config, device: torch.device,
-                  batch_size: int = 1000) -> dict[str, Any]:
-    """The average ELBO and its parts on a split, with a fixed generator (deterministic),
-    and the collapse diagnostics: KL per latent dimension and the number of active units."""
-    was_training = model.training
-    model.eval()
-    gen = torch.Generator(device=device).manual_seed(EVAL_SEED)
-    sums = torch.zeros(3, device=device)
-    kl_dims = torch.zeros(model.latent_dim, device=device)
-    locs = []
-    for i in range(0, len(split), batch_size):
-        x = split.x[i:i + batch_size].to(device)
-        y = None if split.y is None else split.y[i:i + batch_size].to(device)
-        out = model(x, condition(y, config.model.cond_dim), generator=gen)
-        loss = elbo(out, x)
-        sums += torch.stack([loss.elbo.sum(), loss.reconstruction.sum(), loss.kl.sum()])
-        kl_dims += kl_per_dim(out.qz, out.pz).float().sum(0)
-        locs.append(out.qz.mean.float())
-    model.train(was_training)
-    return _averages(sums, len(split)) | {
-        "kl_per_dim": [round(v, 5) for v in (kl_dims / len(split)).tolist()],
-        "active_units": int(active_units(torch.cat(locs)).sum()),
-    }
+def divergence(record: dict[str, Any], run: Path, config: Config) -> str | None:
+    """Why training has diverged, or None: the validation score (the ELBO; the reconstruction
+    of a plain autoencoder) fell below the untrained model's by more than that score's size.
+
+    A learning rate far too high can leave every number finite while the model falls apart:
+    after `--lr 10` the validation ELBO of digits reaches about -1e10 nats.
+    """
+    key = "valid_reconstruction" if is_deterministic(config.objective) else "valid_elbo"
+    if config.objective.name == "kl-only" or key not in record or record["epoch"] == 0:
+        return None
+    start = next((r[key] for r in runfolder.read_metrics(run)
+                  if r.get("split") == "epoch" and r.get("epoch") == 0 and key in r), None)
+    if start is None or record[key] >= start - max(abs(start), 1.0):
+        return None
+    name = key.removeprefix("valid_").replace("elbo", "ELBO")
+    return (f"training diverged: the validation {name} fell from {start:.4g} nats (untrained) "
+            f"to {record[key]:.4g} at epoch {record['epoch']}. The learning rate is likely too "
+            f"high (train.lr={config.train.lr:g}): train again with a lower --lr (e.g. 1e-3) "
+            f"or --grad-clip 1. {run} keeps the weights of epoch {record['epoch'] - 1}")
 
 
 def collapse_warning(record: dict[str, Any], config: Config) -> str | None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -13,6 +15,26 @@ from vaelab.errors import VaelabError
 def add_run_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", type=Path, help="a run folder written by `vaelab train`")
     parser.add_argument("--device", default="cpu", help="auto | cpu | cuda | mps (default: cpu)")
+
+
+def load_run(args: argparse.Namespace) -> tuple[Any, Any, int | None]:
+    """The model of args.run on args.device, its data, and the model step (for the figures'
+    records); says on stderr when the run is unfinished."""
+    from vaelab.data import load_data
+    from vaelab.runfolder import load, model_state, read_config
+
+    model = load(args.run, device=args.device)
+    state = model_state(args.run)
+    if note := state.note(args.run):
+        print(note, file=sys.stderr)
+    return model, load_data(read_config(args.run).data), state.step
+
+
+def get_split(data: Any, name: str) -> Any:
+    split = getattr(data, name)
+    if split is None:
+        raise VaelabError(f"--split {name}: this run has no {name} split")
+    return split
 
 
 def add_output_arguments(parser: argparse.ArgumentParser, default_name: str) -> None:

@@ -35,8 +35,8 @@ def execute(args: argparse.Namespace) -> int:
     from vaelab.cli.common import save_array
     from vaelab.config import DataConfig
     from vaelab.data import load_data
-    from vaelab.exploration import compare_latent
     from vaelab.plots import compare_figure, save_figure
+    from vaelab.workflows import compare_latent
 
     data = load_data(DataConfig(name=args.data, data_dir=args.data_dir))
     folder = args.runs_dir / f"compare-latent-{Path(data.name).stem}"

@@ -30,8 +30,9 @@ def execute(args: argparse.Namespace) -> int:
     from vaelab.cli.common import save_array
     from vaelab.data import load_data
     from vaelab.exploration import corrupt, denoise, restoration_errors, select_inputs
-    from vaelab.plots import as_images, restoration_figure, save_figure
-    from vaelab.runfolder import load, read_config
+    from vaelab.plots import as_images, restoration_figure
+    from vaelab.runfolder import load, model_state, read_config
+    from vaelab.workflows.figures import save
 
     path = output_path(args, "denoise.png")
     model = load(args.run, device=args.device)
@@ -57,7 +58,7 @@ def execute(args: argparse.Namespace) -> int:
         as_images(x.numpy(), model.x_shape),
         f"denoising {args.noise}: MSE {err['mse']:.4f} (noisy input {noisy_err:.4f}, "
         f"mean image {err['baseline_mse']:.4f})")
-    save_figure(fig, path)
+    save(fig, path, model_state(args.run).step)
     print(f"MSE over {len(test)} test images: denoised {err['mse']:.4f}, noisy input "
           f"{noisy_err:.4f}, mean-image baseline {err['baseline_mse']:.4f}")
     print(f"wrote {path}")

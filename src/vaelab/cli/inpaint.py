@@ -34,8 +34,9 @@ def execute(args: argparse.Namespace) -> int:
     from vaelab.cli.common import save_array
     from vaelab.data import load_data
     from vaelab.exploration import inpaint, make_mask, restoration_errors, select_inputs
-    from vaelab.plots import as_images, restoration_figure, save_figure
-    from vaelab.runfolder import load, read_config
+    from vaelab.plots import as_images, restoration_figure
+    from vaelab.runfolder import load, model_state, read_config
+    from vaelab.workflows.figures import save
 
     path = output_path(args, "inpaint.png")
     model = load(args.run, device=args.device)
@@ -59,7 +60,7 @@ def execute(args: argparse.Namespace) -> int:
         masked, as_images(shown, model.x_shape), as_images(x.numpy(), model.x_shape),
         f"inpainting, mask {args.mask}, {args.iterations} rounds: hidden-pixel MSE "
         f"{err['mse']:.4f} vs {err['baseline_mse']:.4f} for the mean image", hidden=hidden)
-    save_figure(fig, path)
+    save(fig, path, model_state(args.run).step)
     print(f"hidden-pixel MSE over {len(test)} test images: {err['mse']:.4f} "
           f"(mean-image baseline {err['baseline_mse']:.4f})")
     print(f"wrote {path}")

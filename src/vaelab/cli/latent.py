@@ -22,27 +22,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
-    from vaelab.cli.common import save_array
-    from vaelab.data import load_data
-    from vaelab.exploration import latent_codes, manifold
-    from vaelab.plots import as_image_rows, latent_figure, save_figure
-    from vaelab.runfolder import load, read_config
+    from vaelab.cli.common import load_run, save_array
+    from vaelab.workflows import figures
 
     path = output_path(args, "latent-map.png")
-    model = load(args.run, device=args.device)
-    data = load_data(read_config(args.run).data)
-    codes, (xname, yname, method) = latent_codes(model, data.test, args.limit, args.method)
-    labels = None if data.test.y is None else data.test.y[:len(codes)].numpy()
-    images = grid = None
-    if model.latent_dim == 2 and not model.cond_dim:
-        images, grid = manifold(model, args.grid)
-    title = f"{len(codes)} test codes E_q[z|x] of {args.run.name} ({method})"
-    fig = latent_figure(codes, labels, title, (xname, yname), data.classes,
-                        None if images is None else as_image_rows(images, model.x_shape), grid)
-    save_figure(fig, path)
+    model, data, step = load_run(args)
+    fig, codes, images = figures.latent_map(model, data, limit=args.limit, method=args.method,
+                                            grid=args.grid, name=args.run.name)
+    figures.save(fig, path, step)
     print(f"wrote {path}")
     if args.save_array:
-        print(f"wrote {save_array(path, codes)}  (the {method} coordinates, (N, 2))")
+        print(f"wrote {save_array(path, codes)}  (the map's coordinates, (N, 2))")
         if images is not None:
             print(f"wrote {save_array(path.with_name(path.stem + '-manifold.png'), images)}")
     return 0

@@ -19,26 +19,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
-    import numpy as np
+    from vaelab.cli.common import get_split, load_run, save_array
+    from vaelab.workflows import figures
 
-    from vaelab.cli.common import save_array
-    from vaelab.data import load_data
-    from vaelab.errors import VaelabError
-    from vaelab.exploration import reconstruct
-    from vaelab.plots import as_images, reconstruction_grid, save_figure
-    from vaelab.runfolder import load, read_config
-
-    config = read_config(args.run)
-    model = load(args.run, device=args.device)
-    split = getattr(load_data(config.data), args.split)
-    if split is None:
-        raise VaelabError(f"--split {args.split}: this run has no {args.split} split")
-    part = split.subset(slice(0, args.n))
-    originals, recons = reconstruct(model, part.x, part.y)
+    model, data, step = load_run(args)
+    split = get_split(data, args.split)
     path = output_path(args, "reconstructions.png")
-    save_figure(reconstruction_grid(as_images(originals, model.x_shape),
-                                    as_images(recons, model.x_shape)), path)
+    fig, arrays = figures.reconstructions(model, split, args.n)
+    figures.save(fig, path, step)
     print(f"wrote {path}")
     if args.save_array:
-        print(f"wrote {save_array(path, np.stack([originals, recons]))}")
+        print(f"wrote {save_array(path, arrays)}")
     return 0

@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def execute(args: argparse.Namespace) -> int:
     from vaelab.errors import VaelabError
-    from vaelab.report import write_report
+    from vaelab.workflows import write_report
 
     if args.out is not None and args.out.suffix.lower() not in (".html", ".htm"):
         raise VaelabError(f"--out {args.out}: expected an .html file name")

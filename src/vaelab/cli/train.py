@@ -147,7 +147,7 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 def execute(args: argparse.Namespace) -> int:
     from vaelab.distributed import is_main_process
     from vaelab.runfolder import read_config
-    from vaelab.training import train
+    from vaelab.workflows import train
 
     if args.resume is not None:
         changed = [f for f, v in cli_overrides(args).items() if v and f != "train"]

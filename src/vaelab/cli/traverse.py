@@ -21,36 +21,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--range", type=float, default=3.0, help="offsets from -R to +R (default 3)")
     p.add_argument("--steps", type=positive_int, default=9, help="offsets per row (default 9)")
     p.add_argument("--index", type=int, default=None,
-                   help="start from this test image's code (default: the prior mean, z = 0)")
+                   help="start from this test image's code (default: the prior mean, z = 0; "
+                   "test image 0 for a conditional model)")
     add_output_arguments(p, "traverse.png")
 
 
 def execute(args: argparse.Namespace) -> int:
-    from vaelab.cli.common import save_array
-    from vaelab.data import load_data
-    from vaelab.exploration import encode, kl_per_dimension, select_inputs, traverse
-    from vaelab.plots import as_image_rows, row_grid, save_figure
-    from vaelab.runfolder import load, read_config
+    from vaelab.cli.common import load_run, save_array
+    from vaelab.exploration import kl_per_dimension
+    from vaelab.workflows import figures
 
     path = output_path(args, "traverse.png")
-    model = load(args.run, device=args.device)
-    test = load_data(read_config(args.run).data).test
-    kl = kl_per_dimension(model, test)
-    dims = _dims(args.dims, kl)
-    z0, y, start = None, None, "the prior mean z = 0"
-    if args.index is not None:
-        x, y = select_inputs([str(args.index)], test, model.x_shape, "--index")
-        z0, start = encode(model, x, y)[0], f"test image {args.index}"
-    elif model.cond_dim:
-        raise VaelabError("this is a conditional VAE: pass --index to start from a test image")
-    values = np.linspace(-args.range, args.range, args.steps).tolist()
-    images = traverse(model, dims, values, z0, y)  # (K, V, *x_shape)
-    fig = row_grid(as_image_rows(images, model.x_shape),
-                   f"latent traversals around {start} ({args.run.name})",
-                   row_labels=[f"z[{d}] (KL {kl[d]:.2f})" for d in dims],
-                   col_labels=[f"{v:+.1f}" for v in values],
-                   xlabel="offset added to one dimension (others fixed)")
-    save_figure(fig, path)
+    model, data, step = load_run(args)
+    dims = _dims(args.dims, kl_per_dimension(model, data.test))
+    fig, images = figures.traversals(model, data.test, dims, radius=args.range, steps=args.steps,
+                                     index=args.index, name=args.run.name)
+    figures.save(fig, path, step)
     print(f"wrote {path}")
     if args.save_array:
         print(f"wrote {save_array(path, images)}")

@@ -6,9 +6,9 @@ from vaelab.config import ModelConfig, model_defaults
 from vaelab.errors import VaelabError
 from vaelab.models.likelihoods import LIKELIHOODS, build_likelihood
 from vaelab.models.mlp import MLPDecoder, MLPEncoder
-from vaelab.models.vae import VAE, Output, rsample
+from vaelab.models.vae import VAE, Output, one_hot, rsample
 
-__all__ = ["LIKELIHOODS", "VAE", "Output", "build_model", "rsample"]
+__all__ = ["LIKELIHOODS", "VAE", "Output", "build_model", "one_hot", "rsample"]
 
 
 def build_model(config: ModelConfig) -> VAE:

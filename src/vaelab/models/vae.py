@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
 
@@ -94,7 +95,7 @@ class VAE(nn.Module):
         device = next(self.parameters()).device
         z = torch.randn(n, self.latent_dim, generator=generator, device=device)
         if self.cond_dim and y is None:
-            y = torch.eye(self.cond_dim, device=device)[torch.arange(n, device=device) % self.cond_dim]
+            y = one_hot(torch.arange(n, device=device) % self.cond_dim, self.cond_dim)
         return self.decode(z, y).mean
 
     @torch.no_grad()
@@ -107,6 +108,14 @@ class VAE(nn.Module):
             raise ValueError("this is a conditional VAE: pass the condition y (B, Y)")
         if not self.cond_dim and y is not None:
             raise ValueError("this VAE is not conditional: y must be None")
+
+
+def one_hot(y: Tensor | None, cond_dim: int) -> Tensor | None:
+    """The condition vector y of a conditional VAE from labels: class indices (B,) become one-hot
+    (B, Y); attribute vectors (B, Y) pass through as float. None when cond_dim is 0 or y is None."""
+    if not cond_dim or y is None:
+        return None
+    return F.one_hot(y, cond_dim).float() if y.dim() == 1 else y.float()
 
 
 def rsample(qz: Distribution, num_samples: int, generator: torch.Generator | None,

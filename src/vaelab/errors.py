@@ -14,3 +14,8 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, message: str, exit_code: int = 130) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class VaelabWarning(UserWarning):
+    """Something the user should know that does not stop the work (a collapsed posterior,
+    skipped files); the `vaelab` command shows it as one line, `vaelab CMD: warning: ...`."""

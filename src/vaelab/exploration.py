@@ -215,6 +215,8 @@ def latent_codes(model: VAE, split: Split, limit: int | None = None,
         return np.concatenate([codes, np.zeros_like(codes)], 1), ("z[0]", "(none)", "1-D latent")
     if codes.shape[1] == 2 and method in ("auto", "pca"):
         return codes, ("z[0]", "z[1]", "2-D latent")
+    if len(codes) < 3:  # PCA and t-SNE need a few points
+        return codes[:, :2], ("z[0]", "z[1]", "first two dimensions: too few codes to project")
     if method == "tsne":
         from sklearn.manifold import TSNE
 

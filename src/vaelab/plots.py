@@ -219,19 +219,26 @@ def compare_figure(panels: Sequence[tuple[str, np.ndarray]], labels: np.ndarray 
     return fig
 
 
-def reconstruction_grid(originals: np.ndarray, recons: np.ndarray, ncol: int = 8) -> Figure:
-    """Rows of up to `ncol` originals (N, C, H, W), each row followed by their reconstructions,
-    so every original sits right above its own reconstruction (a short last row is padded)."""
-    ncol = max(1, min(ncol, len(originals)))
+def paired_rows(originals: np.ndarray, recons: np.ndarray, ncol: int = 8) -> np.ndarray:
+    """Rows of up to `ncol` originals (N, C, H, W), each row followed by the same images'
+    reconstructions, so every original sits right above its own reconstruction; a short last
+    row is padded with blank (white) cells. Returns (2 * rows * ncol, C, H, W)."""
     blank = np.ones((1, *originals.shape[1:]), dtype=np.float32)
     rows = []
     for i in range(0, len(originals), ncol):
         pad = [blank] * (ncol - len(originals[i:i + ncol]))
         rows += [np.concatenate([originals[i:i + ncol], *pad]),
                  np.concatenate([recons[i:i + ncol], *pad])]
-    labels = ["original", "reconstruction"] * (len(rows) // 2)
-    return image_grid(np.concatenate(rows), "test images over their reconstructions",
-                      ncol=ncol, row_labels=labels)
+    return np.concatenate(rows)
+
+
+def reconstruction_grid(originals: np.ndarray, recons: np.ndarray, ncol: int = 8) -> Figure:
+    """Originals over their reconstructions (see `paired_rows`), both (N, C, H, W)."""
+    ncol = max(1, min(ncol, len(originals)))
+    images = paired_rows(originals, recons, ncol)
+    labels = ["original", "reconstruction"] * (len(images) // (2 * ncol))
+    return image_grid(images, "test images over their reconstructions", ncol=ncol,
+                      row_labels=labels)
 
 
 def as_images(x: Any, x_shape: Sequence[int]) -> np.ndarray:

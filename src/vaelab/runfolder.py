@@ -270,7 +270,7 @@ def load(run: str | Path, device: str | torch.device = "cpu") -> VAE:
     path = run / WEIGHTS
     if not path.is_file():
         raise VaelabError(f"{run}: {WEIGHTS} is missing (was training interrupted before the "
-                          f"first epoch ended? resume with: vaelab train --resume {run})")
+                          f"first epoch ended? resume with: vaelab train --resume {shlex.quote(str(run))})")
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:

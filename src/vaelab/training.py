@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shlex
 import shutil
 import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,7 @@ from vaelab import distributed, runfolder
 from vaelab.config import Config, TrainConfig, apply_defaults
 from vaelab.data import Data, Split, dynamic_binarize, load_data
 from vaelab.device import resolve_device
-from vaelab.errors import TrainingInterrupted, VaelabError
+from vaelab.errors import TrainingInterrupted, VaelabError, VaelabWarning
 from vaelab.models import VAE, build_model, one_hot
 from vaelab.objectives import compute_loss, is_deterministic
 
@@ -204,7 +206,7 @@ class Trainer:
         ctx.barrier()  # rank 0 has written every record
         history = [r for r in runfolder.read_metrics(run) if r.get("split") == "epoch"]
         if ctx.is_main and history and (warning := collapse_warning(history[-1], self.config)):
-            print(warning, file=sys.stderr)
+            warnings.warn(warning, VaelabWarning, stacklevel=2)
 
     def _train_epoch(self) -> None:
         epoch_start = time.perf_counter()
@@ -368,10 +370,15 @@ def collapse_warning(record: dict[str, Any], config: Config) -> str | None:
     collapsed = sum(kl < COLLAPSED_KL for kl in record["valid_kl_per_dim"])
     if active * 2 >= dims or collapsed * 2 <= dims:
         return None
-    return (f"warning: posterior collapse: only {active} of {dims} latent dimensions are active "
+    return (f"posterior collapse: only {active} of {dims} latent dimensions are active "
             f"on validation data, and {collapsed} carry < {COLLAPSED_KL} nats of KL. Help: a KL warm-up "
             f"(--warmup linear or --warmup cyclical), free bits (--free-bits 0.1), or a smaller "
             f"--beta (now {config.objective.beta:g})")
+
+
+def quote(path: Path) -> str:
+    """A path as the shell reads it back (quoted when it has spaces or special characters)."""
+    return shlex.quote(str(path))
 
 
 def _claim_folder(run: Path, resume: bool, overwrite: bool) -> runfolder.RunLock:
@@ -384,7 +391,7 @@ def _claim_folder(run: Path, resume: bool, overwrite: bool) -> runfolder.RunLock
         return runfolder.RunLock(run).acquire()
     taken = run.exists() and any(p.name != runfolder.LOCK for p in run.iterdir())
     if taken and not overwrite:
-        raise VaelabError(f"{run} already holds a run: pass --resume {run} to continue it, "
+        raise VaelabError(f"{run} already holds a run: pass --resume {quote(run)} to continue it, "
                           f"--overwrite to replace it, or choose another --name")
     try:
         run.mkdir(parents=True, exist_ok=True)
@@ -470,5 +477,5 @@ class StopSignals:
         name = signal.Signals(self.signum).name if self.signum else "a signal to another rank"
         return TrainingInterrupted(
             f"interrupted by {name} at step {step}; checkpoint saved. "
-            f"Resume with: vaelab train --resume {run}",
+            f"Resume with: vaelab train --resume {quote(run)}",
             exit_code=128 + (self.signum or signal.SIGINT))

@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from typing import TextIO
 
 from vaelab.errors import TrainingInterrupted, VaelabError
 from vaelab.training import flush_denormals
@@ -63,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     debug = args.debug or os.environ.get("VAELAB_DEBUG", "") not in ("", "0")
     try:
-        with flush_denormals():  # before any torch work, so torch's threads get it too
+        with flush_denormals(), warnings.catch_warnings():  # before any torch work, so
+            warnings.showwarning = _one_line_warnings(args.command)  # torch's threads get it
             return args.execute(args)
     except TrainingInterrupted as e:
         print(f"vaelab {args.command}: {e}", file=sys.stderr)
@@ -77,6 +80,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         code, message = describe_error(e)
         print(f"vaelab {args.command}: {message}", file=sys.stderr)
         return code
+
+
+def _one_line_warnings(command: str) -> Callable[..., None]:
+    """Shows a warning as `vaelab CMD: warning: message`, with no source line."""
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: TextIO | None = None, line: str | None = None) -> None:
+        text = str(message).strip().splitlines()
+        print(f"vaelab {command}: warning: {' '.join(t.strip() for t in text)}",
+              file=file or sys.stderr)
+    return show
 
 
 def describe_error(e: Exception) -> tuple[int, str]:

@@ -37,16 +37,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
-    from vaelab.cli.common import save_array
-    from vaelab.data import load_data
+    from vaelab.cli.common import load_run, save_array
     from vaelab.exploration import arithmetic, attribute_vector, encode_means, select_inputs
     from vaelab.plots import as_image_rows, row_grid
-    from vaelab.runfolder import load, model_state, read_config
     from vaelab.workflows.figures import save
 
     path = output_path(args, "arithmetic.png")
-    model = load(args.run, device=args.device)
-    data = load_data(read_config(args.run).data)
+    model, data, step = load_run(args)
     if args.attributes is not None:
         if args.attribute is None:
             raise VaelabError("--attributes needs --attribute COLUMN")
@@ -86,7 +83,7 @@ def execute(args: argparse.Namespace) -> int:
     fig = row_grid(images, f"latent arithmetic: E_q[z|x] + s * v, v = attribute vector of {what}",
                    col_labels=["input", *(f"s={s:.2f}" for s in scales)],
                    xlabel=f"|v| = {np.linalg.norm(vector):.2f}; s = 0 is the reconstruction")
-    save(fig, path, model_state(args.run).step)
+    save(fig, path, step)
     print(f"wrote {path}")
     if args.save_array:
         print(f"wrote {save_array(path, edited)}")

@@ -17,17 +17,25 @@ def add_run_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="auto | cpu | cuda | mps (default: cpu)")
 
 
-def load_run(args: argparse.Namespace) -> tuple[Any, Any, int | None]:
-    """The model of args.run on args.device, its data, and the model step (for the figures'
-    records); says on stderr when the run is unfinished."""
-    from vaelab.data import load_data
-    from vaelab.runfolder import load, model_state, read_config
+def load_model(args: argparse.Namespace) -> tuple[Any, int | None]:
+    """The model of args.run on args.device and its step (for the figures' records); says on
+    stderr when the run is unfinished."""
+    from vaelab.runfolder import load, model_state
 
     model = load(args.run, device=args.device)
     state = model_state(args.run)
     if note := state.note(args.run):
         print(note, file=sys.stderr)
-    return model, load_data(read_config(args.run).data), state.step
+    return model, state.step
+
+
+def load_run(args: argparse.Namespace) -> tuple[Any, Any, int | None]:
+    """`load_model`, and the run's data."""
+    from vaelab.data import load_data
+    from vaelab.runfolder import read_config
+
+    model, step = load_model(args)
+    return model, load_data(read_config(args.run).data), step
 
 
 def get_split(data: Any, name: str) -> Any:

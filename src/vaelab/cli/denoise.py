@@ -27,16 +27,13 @@ def execute(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from vaelab.cli.common import save_array
-    from vaelab.data import load_data
+    from vaelab.cli.common import load_run, save_array
     from vaelab.exploration import corrupt, denoise, restoration_errors, select_inputs
     from vaelab.plots import as_images, restoration_figure
-    from vaelab.runfolder import load, model_state, read_config
     from vaelab.workflows.figures import save
 
     path = output_path(args, "denoise.png")
-    model = load(args.run, device=args.device)
-    data = load_data(read_config(args.run).data)
+    model, data, step = load_run(args)
     clip = data.value_range != "real"
     gen = torch.Generator().manual_seed(args.seed)
     mean_image = data.train.x.mean(0).numpy()
@@ -58,7 +55,7 @@ def execute(args: argparse.Namespace) -> int:
         as_images(x.numpy(), model.x_shape),
         f"denoising {args.noise}: MSE {err['mse']:.4f} (noisy input {noisy_err:.4f}, "
         f"mean image {err['baseline_mse']:.4f})")
-    save(fig, path, model_state(args.run).step)
+    save(fig, path, step)
     print(f"MSE over {len(test)} test images: denoised {err['mse']:.4f}, noisy input "
           f"{noisy_err:.4f}, mean-image baseline {err['baseline_mse']:.4f}")
     print(f"wrote {path}")

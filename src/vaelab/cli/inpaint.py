@@ -31,16 +31,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def execute(args: argparse.Namespace) -> int:
     import torch
 
-    from vaelab.cli.common import save_array
-    from vaelab.data import load_data
+    from vaelab.cli.common import load_run, save_array
     from vaelab.exploration import inpaint, make_mask, restoration_errors, select_inputs
     from vaelab.plots import as_images, restoration_figure
-    from vaelab.runfolder import load, model_state, read_config
     from vaelab.workflows.figures import save
 
     path = output_path(args, "inpaint.png")
-    model = load(args.run, device=args.device)
-    data = load_data(read_config(args.run).data)
+    model, data, step = load_run(args)
     gen = torch.Generator().manual_seed(args.seed)
     mean_image = data.train.x.mean(0)  # the baseline guess, and the first guess for hidden values
     test = data.test.subset(slice(0, args.limit))
@@ -60,7 +57,7 @@ def execute(args: argparse.Namespace) -> int:
         masked, as_images(shown, model.x_shape), as_images(x.numpy(), model.x_shape),
         f"inpainting, mask {args.mask}, {args.iterations} rounds: hidden-pixel MSE "
         f"{err['mse']:.4f} vs {err['baseline_mse']:.4f} for the mean image", hidden=hidden)
-    save(fig, path, model_state(args.run).step)
+    save(fig, path, step)
     print(f"hidden-pixel MSE over {len(test)} test images: {err['mse']:.4f} "
           f"(mean-image baseline {err['baseline_mse']:.4f})")
     print(f"wrote {path}")

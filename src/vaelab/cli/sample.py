@@ -40,17 +40,16 @@ def parse_label(text: str | None, num_classes: int) -> list[int] | None:
 
 
 def execute(args: argparse.Namespace) -> int:
-    from vaelab.cli.common import save_array
-    from vaelab.runfolder import load, model_state
+    from vaelab.cli.common import load_model, save_array
     from vaelab.workflows import figures
 
-    model = load(args.run, device=args.device)
+    model, step = load_model(args)
     labels = parse_label(args.label, model.cond_dim)
     path = output_path(args, "samples.png")
     n = args.n or (10 if labels is not None and len(labels) > 1 else 64)
     fig, images, note = figures.samples(model, n, seed=args.seed, labels=labels,
                                         name=args.run.name)
-    figures.save(fig, path, model_state(args.run).step)
+    figures.save(fig, path, step)
     print(f"wrote {path}" + (f" ({note}; --save-array writes them all)" if note else ""))
     if args.save_array:
         print(f"wrote {save_array(path, images)}")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 from typing import Any
 
+from vaelab import config as names  # the names of every choice
 from vaelab.cli.common import int_list, positive_int
 from vaelab.errors import VaelabError
 
@@ -16,6 +18,7 @@ EXAMPLE = "vaelab train --data digits    # offline, under a minute on 2 CPU core
 # CLI flag -> (config section, key); None values mean "not given"
 FLAGS = {
     "data": ("data", "name"), "data_dir": ("data", "data_dir"), "binarize": ("data", "binarize"),
+    "image_shape": ("data", "image_shape"),
     "valid_fraction": ("data", "valid_fraction"),
     "arch": ("model", "arch"), "latent_dim": ("model", "latent_dim"), "hidden": ("model", "hidden"),
     "activation": ("model", "activation"), "likelihood": ("model", "likelihood"),
@@ -40,26 +43,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "binarized-mnist), a .npy/.npz file or an image folder (default: digits)")
     d.add_argument("--data-dir", help="folder holding dataset files (else $VAELAB_DATA, the cache, "
                    "system locations, then download)")
-    d.add_argument("--binarize", choices=["none", "dynamic", "threshold"],
+    d.add_argument("--binarize", choices=names.BINARIZE,
                    help="dynamic: resample binary pixels every batch (test set binarized once)")
     d.add_argument("--valid-fraction", type=float, help="share of train held out (default 0.1)")
-    m = p.add_argument_group("model")
-    m.add_argument("--arch", choices=["mlp", "conv"])
+    d.add_argument("--image-shape", type=int_list, metavar="H,W",
+                   help="the image shape (H,W or C,H,W) of flat vectors, e.g. 28,20: figures and "
+                   "masks then use it, and --arch conv works")
+    m = p.add_argument_group(
+        "model", "Settings left out take the dataset's defaults, then vaelab's generic ones "
+        "(`vaelab datasets` lists both); a --config file's values and flags override them.")
+    m.add_argument("--arch", choices=names.ARCHS)
     m.add_argument("--latent-dim", type=positive_int, help="size of z")
     m.add_argument("--hidden", type=int_list, help="hidden layer sizes, e.g. 400,400")
-    m.add_argument("--activation", choices=["relu", "gelu", "tanh", "elu", "softplus"])
-    m.add_argument("--likelihood", help="bernoulli | continuous-bernoulli | gaussian | "
-                   "gaussian-learned | gaussian-global")
+    m.add_argument("--activation", choices=names.ACTIVATIONS)
+    m.add_argument("--likelihood", help=" | ".join(names.LIKELIHOOD_NAMES))
     m.add_argument("--obs-scale", type=float, help="std. dev. of the fixed Gaussian likelihood")
     m.add_argument("--channels", type=int_list, help="conv widths, one per halving, e.g. 32,64")
     m.add_argument("--conditional", action="store_true",
                    help="a conditional VAE: one-hot class labels join the encoder input and z")
     o = p.add_argument_group("objective")
-    o.add_argument("--objective", choices=["elbo", "iwae", "ae", "kl-only"],
+    o.add_argument("--objective", choices=names.OBJECTIVE_NAMES,
                    help="elbo (default) | iwae | ae (plain autoencoder) | kl-only")
     o.add_argument("--beta", type=float, help="KL weight (beta-VAE), default 1; < 1 allowed")
     o.add_argument("--samples", type=positive_int, help="latent samples per input (IWAE k)")
-    o.add_argument("--warmup", choices=["none", "linear", "cyclical"],
+    o.add_argument("--warmup", choices=names.WARMUPS,
                    help="KL weight schedule from 0 to beta (default none)")
     o.add_argument("--warmup-epochs", type=float,
                    help="linear: epochs to reach beta; cyclical: epochs per cycle (default 10)")
@@ -74,12 +81,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--epochs", type=positive_int)
     t.add_argument("--batch-size", type=positive_int)
     t.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
-    t.add_argument("--lr-schedule", choices=["constant", "cosine"],
+    t.add_argument("--lr-schedule", choices=names.LR_SCHEDULES,
                    help="constant (default) | cosine: decay from --lr to --lr-final over --epochs")
     t.add_argument("--lr-final", type=float, help="cosine: learning rate at the end (default 0)")
     t.add_argument("--lr-decay-epochs", type=float,
                    help="cosine: epochs to decay over, then hold --lr-final (default: --epochs)")
-    t.add_argument("--precision", choices=["fp32", "bf16"],
+    t.add_argument("--precision", choices=names.PRECISIONS,
                    help="fp32 (default) | bf16: the networks' matrix products in bfloat16 "
                    "(faster on CPUs with AMX/AVX-512 BF16 and recent GPUs); losses stay fp32")
     t.add_argument("--seed", type=int)
@@ -161,12 +168,21 @@ def execute(args: argparse.Namespace) -> int:
         run, data = args.resume, None
     else:
         config, data = build_config(args)
-        run = args.runs_dir / args.name if args.name else _free_name(args.runs_dir, data.name)
+        run = args.runs_dir / run_name(args.name) if args.name else _free_name(args.runs_dir,
+                                                                              data.name)
     result = train(config, run, data=data, resume=args.resume is not None,
                    overwrite=args.overwrite, device=args.device, progress=not args.quiet)
     if is_main_process():  # under torchrun, rank 0 reports
         print(summary(result))
     return 0
+
+
+def run_name(name: str) -> str:
+    """--name is a folder name inside --runs-dir, not a path."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
+        raise VaelabError(f"--name {name!r}: a run name is one folder name (letters, digits, "
+                          f"'-', '_'), not a path; use --runs-dir to choose where runs go")
+    return name
 
 
 def _free_name(runs_dir: Path, name: str) -> Path:
@@ -189,5 +205,6 @@ def summary(result: Any) -> str:
                      f"(KL {last['valid_kl']:.3f})")
     if last.get("skipped_steps"):
         lines.append(f"skipped {last['skipped_steps']} steps with a non-finite loss or gradient")
-    lines.append(f"next: vaelab evaluate {result.run}  |  vaelab sample {result.run}")
+    run = shlex.quote(str(result.run))
+    lines.append(f"next: vaelab evaluate {run}  |  vaelab sample {run}")
     return "\n".join(lines)

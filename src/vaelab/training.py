@@ -30,7 +30,7 @@ from vaelab.config import Config, TrainConfig, apply_defaults
 from vaelab.data import Data, Split, dynamic_binarize, load_data
 from vaelab.device import resolve_device
 from vaelab.errors import TrainingInterrupted, VaelabError, VaelabWarning
-from vaelab.models import VAE, build_model, one_hot
+from vaelab.models import LIKELIHOODS, VAE, build_model, one_hot
 from vaelab.objectives import compute_loss, is_deterministic
 
 COLLAPSED_KL = 0.1  # nats: a latent dimension below this carries almost no information
@@ -58,8 +58,8 @@ def prepare(config: Config, data: Data | None = None) -> tuple[Config, Data]:
     if model.cond_dim and data.train.y.dim() == 1 and int(data.train.y.max()) >= model.cond_dim:
         raise VaelabError(f"model.cond_dim {model.cond_dim} is smaller than the number of classes "
                           f"of {data.name} ({int(data.train.y.max()) + 1}); use --conditional")
-    bernoulli = model.likelihood in ("bernoulli", "continuous-bernoulli")
-    if bernoulli and data.value_range == "real":
+    support = LIKELIHOODS[model.likelihood].support  # binary | unit | real
+    if support != "real" and data.value_range == "real":
         lo, hi = float(data.train.x.min()), float(data.train.x.max())
         raise VaelabError(f"data: the {model.likelihood} likelihood needs values in [0, 1], but "
                           f"{data.name} spans [{lo:.3g}, {hi:.3g}]; use --likelihood gaussian")
@@ -437,7 +437,8 @@ def _check_weights(model: VAE, run: Path, step: int) -> None:
 def _divergence_message(bad_steps: int, step: int, config: Config, run: Path) -> str:
     """Why training gave up after `bad_steps` non-finite steps in a row, and what to try."""
     t, m = config.train, config.model
-    scale = f", or --obs-scale {m.obs_scale:g} too small" if m.likelihood == "gaussian" else ""
+    real = LIKELIHOODS[m.likelihood].support == "real"
+    scale = f", or a Gaussian scale too small (--obs-scale {m.obs_scale:g})" if real else ""
     return (f"training stopped: {bad_steps} steps in a row gave a non-finite loss or gradient "
             f"(at step {step}). Likely causes: the learning rate is too high (train.lr={t.lr:g}; "
             f"try a lower --lr or --grad-clip 1){scale}, or data outside the range the "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import struct
 from pathlib import Path
@@ -12,11 +13,21 @@ import pytest
 import scipy.io
 import torch
 
+import vaelab
+import vaelab.training
+from tests.conftest import tiny_config
 from vaelab.config import DataConfig
-from vaelab.data import Data, Split, load_data
+from vaelab.data import Data, dynamic_binarize, load_data
 from vaelab.data.download import fetch_part
 from vaelab.data.formats import read_amat, read_idx, read_mat, read_npy
-from vaelab.data.named import BINARIZED_MNIST, DATASETS, load_dsprites, load_frey_faces
+from vaelab.data.named import (
+    BINARIZED_MNIST,
+    DATASETS,
+    dataset_table,
+    load_digits,
+    load_dsprites,
+    load_frey_faces,
+)
 from vaelab.errors import VaelabError
 
 
@@ -27,30 +38,62 @@ def no_downloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VAELAB_DATA", raising=False)
 
 
+def assert_matches_its_table_entry(data: Data) -> None:
+    """What `vaelab datasets` says without reading the files is what loading them gives."""
+    info = DATASETS[data.name]
+    splits = {"train": len(data.train), "test": len(data.test)}
+    if data.valid is not None:
+        splits["valid"] = len(data.valid)
+    assert splits == info.splits and data.x_shape == list(info.x_shape)
+    assert (data.value_range, data.levels, data.defaults) == (info.value_range, info.levels, info.defaults)
+    assert data.classes == (None if info.classes is None else list(info.classes))
+    if data.train.y is not None:
+        assert int(data.train.y.max()) + 1 == len(data.classes)
+    if data.levels is not None:  # every value is k / (levels - 1), k = 0 .. levels - 1
+        grid = data.train.x[:500] * (data.levels - 1)
+        k = grid.round()
+        assert float((grid - k).abs().max()) < 1e-3 and k.min() >= 0 and k.max() <= data.levels - 1
+
+
+def test_digits_and_its_table_entry() -> None:
+    data = load_digits()
+    assert_matches_its_table_entry(data)
+    assert data.levels == 17 and len(torch.unique(data.train.x)) == 17  # 0/16 .. 16/16 all occur
+    data.defaults["model"]["latent_dim"] = 99  # each Data gets its own copy of the defaults
+    assert DATASETS["digits"].defaults["model"]["latent_dim"] == 8
+    assert [info.name for info in dataset_table()] == list(DATASETS)
+    for info in dataset_table():
+        assert info.description and "\n" not in info.description
+        assert info.defaults.keys() <= {"model", "train"}
+
+
 def test_mnist_splits_through_load_data(shared_datasets: Path) -> None:
-    data = load_data(DataConfig(name="mnist", data_dir=str(shared_datasets), valid_fraction=0.1))
-    assert data.valid is not None
-    assert (len(data.train), len(data.valid), len(data.test)) == (54000, 6000, 10000)
-    assert data.x_shape == [1, 28, 28] and data.value_range == "unit"
-    assert data.classes == [str(i) for i in range(10)]
-    assert data.defaults["model"] == {"hidden": [400, 400], "latent_dim": 20, "likelihood": "bernoulli"}
-    assert data.defaults["train"] == {"epochs": 20, "batch_size": 128}
-    x = torch.cat([data.train.x, data.valid.x])
+    full = load_data(DataConfig(name="mnist", data_dir=str(shared_datasets), valid_fraction=0))
+    assert_matches_its_table_entry(full)  # train is the official 60000, no valid split
+    assert full.levels == 256 and len(torch.bincount((full.test.x * 255).round().int().flatten())) == 256
+    assert full.defaults["model"] == {"hidden": [400, 400], "latent_dim": 20, "likelihood": "bernoulli"}
+    assert full.defaults["train"] == {"epochs": 20, "batch_size": 128}
+    x = full.train.x
     assert x.dtype == torch.float32 and x.min() == 0 and x.max() == 1
     assert abs(float(x.mean()) - 0.1307) < 1e-3  # the MNIST mean everyone normalises with
-    assert data.test.y is not None and torch.bincount(data.test.y).tolist()[:3] == [980, 1135, 1032]
+    assert full.test.y is not None and torch.bincount(full.test.y).tolist()[:3] == [980, 1135, 1032]
 
-    # Without a validation fraction, train is the full official 60000 (reusing the arrays read
-    # above: reading MNIST again would only repeat the same code, slowly).
-    full = Data(data.name, Split(torch.cat([data.train.x, data.valid.x])), data.test)
-    with patch.dict(DATASETS, {"mnist": lambda data_dir: full}):
-        data = load_data(DataConfig(name="mnist", data_dir=str(shared_datasets), valid_fraction=0))
-    assert (len(data.train), len(data.test), data.valid) == (60000, 10000, None)
+    # A validation fraction comes out of train (reusing the arrays read above: reading MNIST
+    # again would only repeat the same code, slowly).
+    copy = dataclasses.replace(DATASETS["mnist"], load=lambda _: dataclasses.replace(full))
+    with patch.dict(DATASETS, {"mnist": copy}):
+        data = load_data(DataConfig(name="mnist", data_dir=str(shared_datasets), valid_fraction=0.1))
+    assert data.valid is not None
+    assert (len(data.train), len(data.valid), len(data.test)) == (54000, 6000, 10000)
+    torch.testing.assert_close(data.train.x.sum() + data.valid.x.sum(), x.sum())  # a partition
 
 
 def test_frey_faces_from_npy_or_mat(shared_datasets: Path, tmp_path: Path) -> None:
     data = load_frey_faces(str(shared_datasets))
+    assert_matches_its_table_entry(data)
     assert (len(data.train), len(data.test), data.x_shape) == (1565, 400, [1, 28, 20])
+    assert np.load(shared_datasets / "frey_faces" / "frey_faces.npy").dtype == np.uint8
+    assert data.levels == 256
     assert data.value_range == "unit" and data.train.y is None
     assert data.defaults["model"]["likelihood"] == "gaussian"
 
@@ -64,7 +107,8 @@ def test_frey_faces_from_npy_or_mat(shared_datasets: Path, tmp_path: Path) -> No
 
 def test_binarized_mnist_official_validation_split(shared_datasets: Path) -> None:
     data = load_data(DataConfig(name="binarized-mnist", data_dir=str(shared_datasets)))
-    assert data.valid is not None
+    assert_matches_its_table_entry(data)
+    assert data.valid is not None and data.levels == 2
     assert (len(data.train), len(data.valid), len(data.test)) == (50000, 10000, 10000)
     assert data.value_range == "binary" and data.train.y is None
     assert set(torch.unique(data.test.x).tolist()) == {0.0, 1.0}
@@ -80,6 +124,7 @@ def test_binarized_mnist_accepts_amat_named_matlab_files(shared_datasets: Path, 
 
 def test_dsprites_reads_only_the_arrays_it_needs(shared_datasets: Path) -> None:
     data = load_dsprites(str(shared_datasets))  # the archive's pickled `metadata` is never loaded
+    assert_matches_its_table_entry(data)
     assert (len(data.train), len(data.test), data.x_shape) == (18000, 2000, [1, 64, 64])
     assert data.value_range == "binary" and data.classes == ["square", "ellipse", "heart"]
     assert data.train.y is not None and set(data.train.y.tolist()) == {0, 1, 2}
@@ -97,6 +142,62 @@ def test_every_named_dataset_is_registered() -> None:
 def test_unknown_dataset_suggests_the_closest() -> None:
     with pytest.raises(VaelabError, match="did you mean 'fashion-mnist'"):
         load_data(DataConfig(name="fashion_mnist"))
+
+
+# ---- binarization ------------------------------------------------------------------------------
+
+def test_threshold_binarization() -> None:
+    grey = load_data(DataConfig(name="digits"))
+    data = load_data(DataConfig(name="digits", binarize="threshold"))
+    assert (data.value_range, data.levels) == ("binary", 2)
+    for split, grey_split in ((data.train, grey.train), (data.valid, grey.valid), (data.test, grey.test)):
+        assert torch.equal(split.x, (grey_split.x > 0.5).float())
+
+
+def test_dynamic_binarization_fixes_valid_and_test() -> None:
+    grey = load_data(DataConfig(name="digits"))
+    first = load_data(DataConfig(name="digits", binarize="dynamic"))
+    again = load_data(DataConfig(name="digits", binarize="dynamic"))
+    assert (first.value_range, first.levels) == ("binary", 2)  # what the model scores
+    assert torch.equal(first.train.x, grey.train.x)  # the probabilities batches are drawn from
+    for split in ("valid", "test"):
+        x, x_again, p = getattr(first, split).x, getattr(again, split).x, getattr(grey, split).x
+        assert torch.equal(x, x_again)  # the same draw on every load
+        assert set(torch.unique(x).tolist()) == {0.0, 1.0}
+        assert not x[p == 0].any() and x[p == 1].all()
+        # one Bernoulli(p) draw per pixel: the share of ones matches sum(p) within 4 sigma
+        mixed = (p > 0) & (p < 1)
+        sd = float((p[mixed] * (1 - p[mixed])).sum().sqrt())
+        assert abs(float(x[mixed].sum() - p[mixed].sum())) < 4 * sd
+
+
+def test_dynamic_binarization_redraws_every_training_batch(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []  # (grey batch, binary batch) per step
+
+    def recording(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        binary = dynamic_binarize(x, generator)
+        seen.append((x.clone(), binary.clone()))
+        return binary
+
+    monkeypatch.setattr(vaelab.training, "dynamic_binarize", recording)
+    config = tiny_config(epochs=2, batch_size=256)
+    config.data.binarize = "dynamic"
+    data = load_data(config.data)
+    vaelab.train(config, tmp_path / "run", data=data, device="cpu", progress=False, figures=False)
+    grey = data.train.x
+    assert len(seen) == 2 * -(-len(grey) // 256)  # every step of both epochs
+    # the same image met in each epoch: drawn afresh, from its own grey levels
+    draws: dict[bytes, list[torch.Tensor]] = {}
+    for x, binary in seen:
+        assert set(torch.unique(binary).tolist()) <= {0.0, 1.0}
+        assert not binary[x == 0].any() and binary[x == 1].all()
+        for image, drawn in zip(x, binary, strict=True):
+            draws.setdefault(image.numpy().tobytes(), []).append(drawn)
+    twice = [d for d in draws.values() if len(d) == 2]
+    assert len(twice) > 0.9 * len(grey)
+    changed = sum(not torch.equal(a, b) for a, b in twice)
+    assert changed > 0.9 * len(twice)
 
 
 # ---- format readers ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from PIL import Image
 from vaelab.config import DataConfig
 from vaelab.data import load_data
 from vaelab.data.files import load_path
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, VaelabWarning
 
 
 def load(path: Path, **config: object) -> object:
@@ -76,6 +76,73 @@ def test_value_range_is_decided_from_the_values(tmp_path: Path) -> None:
         assert load_path(tmp_path / "x.npy", DataConfig()).value_range == expected
     data = load_path(tmp_path / "x.npy", DataConfig())
     assert data.defaults["model"]["likelihood"] == "gaussian-global"
+
+
+RNG = np.random.default_rng(5)
+LEVEL_CASES = [  # (array, levels): 2 for binary, 256 / 65536 for 8- / 16-bit values, else None
+    (RNG.integers(0, 256, (30, 6), dtype=np.uint8), 256),
+    (RNG.integers(0, 256, (30, 6)).astype(np.float32) / 255, 256),  # 8-bit images saved as floats
+    (RNG.integers(0, 65536, (30, 6)).astype(np.float64) / 65535, 65536),
+    (RNG.integers(0, 2, (30, 6)).astype(np.uint8) * 255, 2),  # uint8, but only black and white
+    (RNG.integers(0, 2, (30, 6)).astype(bool), 2),
+    (RNG.random((30, 6)).astype(np.float32), None),
+    (RNG.integers(0, 17, (30, 6)) / 16, None),  # a grid, but not one of the recognised ones
+    (RNG.integers(0, 256, (30, 6)).astype(np.int64), None),  # not scaled: real values 0..255
+]
+
+
+@pytest.mark.parametrize(("array", "levels"), LEVEL_CASES)
+def test_levels_of_arrays(tmp_path: Path, array: np.ndarray, levels: int | None) -> None:
+    np.save(tmp_path / "x.npy", array)
+    data = load_path(tmp_path / "x.npy", DataConfig())
+    assert data.levels == levels
+    if levels is not None:  # every value is k / (levels - 1)
+        grid = all_x(data) * (levels - 1)
+        assert float((grid - grid.round()).abs().max()) < 1e-2
+        assert len(np.unique(array)) <= levels
+
+
+def test_levels_after_binarization(tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", RNG.integers(0, 256, (30, 6), dtype=np.uint8))
+    for binarize in ("threshold", "dynamic"):
+        data = load(tmp_path / "x.npy", binarize=binarize)
+        assert (data.value_range, data.levels) == ("binary", 2)
+
+
+# ---- flat vectors that are images ----------------------------------------------------------------
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz", ".csv"])
+@pytest.mark.parametrize("image_shape", [[3, 4], [1, 3, 4], [3, 2, 2]])
+def test_flat_vectors_become_images(tmp_path: Path, suffix: str, image_shape: list[int]) -> None:
+    x = np.arange(20 * 12, dtype=np.float32).reshape(20, 12) / 240  # row i holds i*12 .. i*12+11
+    path = tmp_path / f"flat{suffix}"
+    if suffix == ".npy":
+        np.save(path, x)
+    elif suffix == ".npz":
+        np.savez(path, x=x, y=np.arange(20) % 2)
+    else:
+        path.write_text("\n".join(",".join(repr(float(v)) for v in row) for row in x))
+    data = load(path, image_shape=image_shape, valid_fraction=0.2)
+    shape = image_shape if len(image_shape) == 3 else [1, *image_shape]
+    assert data.x_shape == shape
+    for split in (data.train, data.valid, data.test):
+        assert split.x.shape[1:] == tuple(shape)
+        for image in split.x:  # each image is its own row, in C order
+            row = int(round(float(image.flatten()[0]) * 240)) // 12
+            np.testing.assert_allclose(image.numpy(), x[row].reshape(shape), rtol=1e-6)
+
+
+def test_image_shape_that_does_not_fit(tmp_path: Path) -> None:
+    np.save(tmp_path / "flat.npy", np.zeros((10, 12), np.float32))
+    with pytest.raises(VaelabError, match=r"data.image_shape \[5, 5\] holds 25 values, but each "
+                                          r"input of .*flat.npy has D = 12; .* product is 12") as error:
+        load(tmp_path / "flat.npy", image_shape=[5, 5])
+    assert "\n" not in str(error.value)
+    np.save(tmp_path / "images.npy", np.zeros((10, 3, 4), np.float32))
+    with pytest.raises(VaelabError, match=r"data.image_shape \[4, 3\] is for flat vectors, but .*images.npy "
+                                          r"already holds images of shape \[1, 3, 4\]"):
+        load(tmp_path / "images.npy", image_shape=[4, 3])
+    assert load(tmp_path / "images.npy", image_shape=[3, 4]).x_shape == [1, 3, 4]  # the same: fine
 
 
 def test_npz_with_labels_and_validation_split(tmp_path: Path) -> None:
@@ -210,7 +277,7 @@ def test_image_folder_with_classes(tmp_path: Path) -> None:
     assert data.name == "pics" and data.x_shape == [3, 8, 6] and data.classes == ["cats", "dogs"]
     y = torch.cat([data.train.y, data.test.y])
     assert torch.bincount(y).tolist() == [6, 7]
-    assert data.value_range == "unit"
+    assert data.value_range == "unit" and data.levels == 256
 
 
 def test_grey_png_round_trip(tmp_path: Path) -> None:
@@ -227,7 +294,7 @@ def test_mixed_sizes_are_resized_with_a_warning(tmp_path: Path) -> None:
     save_image(tmp_path / "a" / "0.png", np.zeros((10, 10), np.uint8))
     save_image(tmp_path / "a" / "1.png", np.zeros((20, 16), np.uint8))
     save_image(tmp_path / "a" / "2.png", np.zeros((10, 10), np.uint8))
-    with pytest.warns(UserWarning, match=r"mixed sizes \(20x16\); resized them to 10x10"):
+    with pytest.warns(VaelabWarning, match=r"mixed sizes \(20x16\); resized them to 10x10"):
         assert load_path(tmp_path / "a", DataConfig()).x_shape == [1, 10, 10]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # asked for a size: resizing is expected, no warning
@@ -238,7 +305,7 @@ def test_mixed_grey_and_colour_become_rgb(tmp_path: Path) -> None:
     save_image(tmp_path / "m" / "0.png", np.zeros((4, 4), np.uint8))
     save_image(tmp_path / "m" / "1.png", np.zeros((4, 4, 3), np.uint8))
     save_image(tmp_path / "m" / "2.png", np.full((4, 4, 4), 255, np.uint8))  # RGBA: alpha dropped
-    with pytest.warns(UserWarning, match="grey ones were made RGB"):
+    with pytest.warns(VaelabWarning, match="grey ones were made RGB"):
         assert load_path(tmp_path / "m", DataConfig()).x_shape == [3, 4, 4]
 
 
@@ -249,7 +316,12 @@ def test_16_bit_grey_png(tmp_path: Path) -> None:
         (tmp_path / "deep").mkdir(exist_ok=True)
         Image.fromarray(array).save(tmp_path / "deep" / f"{i}.png")
     data = load_path(tmp_path / "deep", DataConfig())
-    assert data.value_range == "binary" and data.x_shape == [1, 4, 4]
+    assert data.value_range == "binary" and data.levels == 2 and data.x_shape == [1, 4, 4]
+    array[1, 1] = 1  # one step of 1 / 65535
+    Image.fromarray(array).save(tmp_path / "deep" / "0.png")
+    data = load_path(tmp_path / "deep", DataConfig())
+    assert data.value_range == "unit" and data.levels == 65536
+    assert float(all_x(data).min(0).values[0, 1, 1]) == pytest.approx(1 / 65535, rel=1e-6)
 
 
 def test_non_images_are_skipped_with_a_warning(tmp_path: Path) -> None:
@@ -258,7 +330,7 @@ def test_non_images_are_skipped_with_a_warning(tmp_path: Path) -> None:
     (tmp_path / "f" / "notes.txt").write_text("not an image")
     (tmp_path / "f" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     (tmp_path / "f" / ".DS_Store").write_bytes(b"hidden files are not even considered")
-    with pytest.warns(UserWarning, match="skipped 2 files that are not readable images: broken.png, notes"):
+    with pytest.warns(VaelabWarning, match="skipped 2 files that are not readable images: broken.png, notes"):
         data = load_path(tmp_path / "f", DataConfig())
     assert len(data.train) + len(data.test) == 3
 
@@ -268,7 +340,7 @@ def test_loose_files_and_empty_class_folders_are_ignored_with_warnings(tmp_path:
         save_image(tmp_path / "c" / "ones" / f"{i}.png", np.ones((4, 4), np.uint8))
     save_image(tmp_path / "c" / "loose.png", np.ones((4, 4), np.uint8))
     (tmp_path / "c" / "empty").mkdir()
-    with pytest.warns(UserWarning) as record:
+    with pytest.warns(VaelabWarning) as record:
         data = load_path(tmp_path / "c", DataConfig())
     messages = " ".join(str(w.message) for w in record)
     assert "ignored 1 files outside the class sub-folders: loose.png" in messages
@@ -282,5 +354,5 @@ def test_empty_folder_and_folder_without_images(tmp_path: Path) -> None:
         load(tmp_path / "empty")
     (tmp_path / "texts").mkdir()
     (tmp_path / "texts" / "a.txt").write_text("a")
-    with pytest.warns(UserWarning), pytest.raises(VaelabError, match=r"no readable images \(PNG/JPEG\)"):
+    with pytest.warns(VaelabWarning), pytest.raises(VaelabError, match=r"no readable images \(PNG/JPEG\)"):
         load(tmp_path / "texts")

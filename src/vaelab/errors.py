@@ -1,8 +1,15 @@
-"""The one exception type users see: a short message that says what to do."""
+"""The exception and warning types users see: short messages that say what to do."""
 
 
 class VaelabError(Exception):
     """A problem with the user's input or environment, reported as one line (exit code 2)."""
+
+
+class VaelabWarning(UserWarning):
+    """Something the user should know that does not stop the work (skipped files, resized images).
+
+    One line; the CLI shows it as `vaelab CMD: warning: ...`.
+    """
 
 
 class TrainingInterrupted(KeyboardInterrupt):

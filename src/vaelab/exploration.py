@@ -88,30 +88,50 @@ def latent_path(za: Tensor, zb: Tensor, steps: int, method: str = "linear") -> T
     """Codes on a path from za to zb (each (P, D) or (D,)): (P, steps, D) or (steps, D).
 
     linear: z(t) = (1 - t) za + t zb.
-    slerp: the direction moves along the great circle from za/|za| to zb/|zb| (Shoemake 1985;
-    White 2016, "Sampling Generative Networks") while the norm moves linearly from |za| to |zb|,
-    so every code keeps a norm between the endpoints' norms. A straight line instead cuts
-    through the low-norm centre, where a high-dimensional prior has almost no mass.
+    slerp: spherical interpolation of the vectors themselves (Shoemake 1985; White 2016,
+    "Sampling Generative Networks", arXiv:1609.04468, and his code in soumith/dcgan.torch
+    issue 14): z(t) = sin((1 - t) W) / sin W * za + sin(t W) / sin W * zb, W the angle
+    between za and zb.
+    With endpoints of equal norm every code on the path keeps that norm, so it never cuts
+    through the low-norm centre where a high-dimensional prior has almost no mass (a straight
+    line does). With unequal norms the norm stays between the endpoints' norms when
+    W <= 90 degrees; wider angles can take it outside. Where the formula is 0/0: nearly
+    parallel codes and a zero code give the straight line (the limit); opposite codes (sin W
+    below the square root of the float epsilon) give half a great circle through a fixed
+    direction perpendicular to za, the norm moving linearly from |za| to |zb|. In one
+    dimension there is no circle: slerp is the straight line. The endpoints are returned exactly.
     """
     if steps < 2:
         raise VaelabError(f"--steps must be at least 2 (the two endpoints), got {steps}")
     t = torch.linspace(0, 1, steps, device=za.device, dtype=za.dtype)[:, None]  # (T, 1)
     a, b = za[..., None, :], zb[..., None, :]  # (..., 1, D)
-    if method == "linear":
-        return (1 - t) * a + t * b
-    if method != "slerp":
+    line = (1 - t) * a + t * b  # (..., T, D)
+    if method not in ("linear", "slerp"):
         raise VaelabError(f"--method must be linear or slerp, not '{method}'")
-    na, nb = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)
-    ua, ub = a / na.clamp_min(1e-12), b / nb.clamp_min(1e-12)
-    omega = torch.arccos((ua * ub).sum(-1, keepdim=True).clamp(-1, 1))  # angle between them
-    sin = torch.sin(omega)
-    near = sin < 1e-6  # (nearly) parallel directions: the great circle is a straight line
-    safe = torch.where(near, torch.ones_like(sin), sin)
-    wa = torch.where(near, 1 - t, torch.sin((1 - t) * omega) / safe)
-    wb = torch.where(near, t, torch.sin(t * omega) / safe)
-    u = wa * ua + wb * ub
-    u = u / u.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return ((1 - t) * na + t * nb) * u
+    if method == "linear" or za.shape[-1] == 1:
+        return line
+    tiny, near = torch.finfo(za.dtype).tiny, torch.finfo(za.dtype).eps ** 0.5
+    ra, rb = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)  # (..., 1, 1)
+    ua, ub = a / ra.clamp_min(tiny), b / rb.clamp_min(tiny)
+    # W from |ua - ub| = 2 sin(W/2) and |ua + ub| = 2 cos(W/2): accurate at every angle, where
+    # arccos of the dot product loses half the digits near 0 and 180 degrees
+    d, s = (ua - ub).norm(dim=-1, keepdim=True), (ua + ub).norm(dim=-1, keepdim=True)
+    w, sin_w, cos_w = 2 * torch.atan2(d, s), d * s / 2, (s - d) * (s + d) / 4
+    opposite = (sin_w < near) & (cos_w < 0)
+    # e: the unit vector with ub = cos W ua + sin W e; opposite codes span no plane, so take
+    # the basis vector least aligned with ua, made perpendicular to it
+    k = ua.abs().argmin(dim=-1, keepdim=True)
+    e_k = torch.zeros_like(ua).scatter_(-1, k, 1.0) - ua.gather(-1, k) * ua
+    e = torch.where(opposite, e_k, ub - cos_w * ua)
+    e = e / e.norm(dim=-1, keepdim=True).clamp_min(tiny)
+    u = torch.cos(t * w) * ua + torch.sin(t * w) * e  # (..., T, D) the unit great circle
+    # White's formula rewritten as |za| u(t) + (|zb| - |za|) sin(tW) / sin W ub: the same
+    # vector, without cancellation near 180 degrees, and exactly of norm r when both are r
+    gain = torch.where(opposite, t * u, torch.sin(t * w) / torch.where(sin_w < near, 1, sin_w) * ub)
+    z = ra * u + (rb - ra) * gain
+    straight = ((sin_w < near) & (cos_w >= 0)) | (ra == 0) | (rb == 0)
+    z = torch.where(straight, line, z)
+    return torch.where(t == 0, a, torch.where(t == 1, b, z))
 
 
 @torch.no_grad()

@@ -7,6 +7,7 @@ per-sample DataLoader work), which is what makes small models fast on a CPU.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,13 @@ class Split:
 
 @dataclass
 class Data:
-    """A dataset ready for training: splits, the shape of one input, its range and class names.
+    """A dataset ready for training: splits, the shape of one input, its values and class names.
 
-    `value_range` is "binary" (0/1), "unit" (grey levels in [0, 1]) or "real";
+    `value_range` is "binary" (0/1), "unit" (grey levels in [0, 1]) or "real"; `levels` is the
+    number of quantisation levels of the values, k / (levels - 1) for k = 0..levels-1 (2 for
+    binary data, 256 for 8-bit images, 17 for scikit-learn's digits), None for continuous or
+    unknown values. Both describe the data the model scores: after `binarize = "dynamic"` they
+    say "binary" and 2, while `train.x` keeps the grey levels each batch is drawn from.
     `defaults` holds the model/train settings a user would expect for it, by config section.
     """
 
@@ -50,6 +55,7 @@ class Data:
     value_range: str = "unit"
     classes: list[str] | None = None
     defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    levels: int | None = None
 
     @property
     def x_shape(self) -> list[int]:
@@ -57,7 +63,12 @@ class Data:
 
 
 def load_data(config: DataConfig) -> Data:
-    """Loads the dataset `config.name` names (a dataset name or a file/folder path), split."""
+    """Loads the dataset `config.name` names (a dataset name or a file/folder path), split.
+
+    Flat vectors (N, D) become images (N, C, H, W) when `config.image_shape` is set; then a
+    validation split is held out and `config.binarize` applied (dynamic binarization draws
+    valid/test once, with a fixed seed; training draws its batches afresh).
+    """
     from vaelab.data.files import load_path
     from vaelab.data.named import DATASETS, load_named, suggest
 
@@ -71,11 +82,12 @@ def load_data(config: DataConfig) -> Data:
     else:
         raise VaelabError(f"data: unknown dataset '{name}'{suggest(name)}")
     _check_finite(data)
+    if config.image_shape is not None:
+        data = _as_images(data, config.image_shape, name)
     if data.valid is None and config.valid_fraction > 0:
         data.train, data.valid = split_off(data.train, config.valid_fraction)
     if config.binarize == "threshold":
         data = _map_splits(data, lambda x: (x > 0.5).float())
-        data.value_range = "binary"
     elif config.binarize == "dynamic":
         if data.value_range == "real":
             raise VaelabError(f"data: --binarize dynamic needs [0, 1] data; {name} is real-valued")
@@ -83,6 +95,8 @@ def load_data(config: DataConfig) -> Data:
         data.test = Split(torch.bernoulli(data.test.x, generator=gen), data.test.y)
         if data.valid is not None:
             data.valid = Split(torch.bernoulli(data.valid.x, generator=gen), data.valid.y)
+    if config.binarize != "none":
+        data.value_range, data.levels = "binary", 2
     return data
 
 
@@ -104,6 +118,26 @@ def _map_splits(data: Data, fn: Any) -> Data:
     if data.valid is not None:
         data.valid = Split(fn(data.valid.x), data.valid.y)
     return data
+
+
+def _as_images(data: Data, image_shape: list[int], name: str) -> Data:
+    """Flat inputs (N, D) reshaped to (N, C, H, W) by data.image_shape ([H, W] or [C, H, W]);
+    `name` (the dataset or file) is what error messages name."""
+    shape = [1, *image_shape] if len(image_shape) == 2 else list(image_shape)
+    if data.x_shape == shape:
+        return data
+    if len(data.x_shape) != 1:
+        raise VaelabError(
+            f"data.image_shape {list(image_shape)} is for flat vectors, but {name} already "
+            f"holds images of shape {data.x_shape}; remove data.image_shape"
+        )
+    d = data.x_shape[0]
+    if math.prod(shape) != d:
+        raise VaelabError(
+            f"data.image_shape {list(image_shape)} holds {math.prod(shape)} values, but each input "
+            f"of {name} has D = {d}; set data.image_shape to a shape whose product is {d}"
+        )
+    return _map_splits(data, lambda x: x.reshape(len(x), *shape))
 
 
 def _check_finite(data: Data) -> None:

@@ -8,7 +8,9 @@
 - a folder of PNG/JPEG images, either all at the top or one sub-folder per class (labels are
   the sub-folder names; `classes` lists them sorted).
 
-uint8 inputs are scaled to [0, 1]. Labels may be numbers or names; either way they become class
+uint8 inputs are scaled to [0, 1]; `Data.levels` is 256 for them, for 8-bit image files and for
+floats that are all k / 255 (see `_levels`). Flat vectors become images with data.image_shape
+(`load_data`). Labels may be numbers or names; either way they become class
 indices 0..K-1 into `Data.classes`. User data has no official test split, so a fixed 10% of it is
 held out (seed TEST_SEED); `load_data` then takes the validation split from the rest.
 Every problem is one `VaelabError` that names the file and says what was expected.
@@ -31,7 +33,7 @@ from torch import Tensor
 from vaelab.config import DataConfig
 from vaelab.data import Data, Split
 from vaelab.data.formats import read_npy
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, VaelabWarning
 
 TEST_FRACTION = 0.1
 TEST_SEED = 0
@@ -40,6 +42,8 @@ X_KEYS = ("x", "images", "imgs")
 Y_KEYS = ("y", "labels")
 LABEL_COLUMNS = ("label", "y")
 SHOW = 5  # file names listed in a warning before "..."
+GRID_LEVELS = (256, 65536)  # the quantisation grids `Data.levels` recognises in [0, 1] values
+LEVELS_PEEK = 4096
 
 
 def load_path(path: Path, config: DataConfig) -> Data:
@@ -262,10 +266,11 @@ def read_image_folder(
         warnings.warn(
             f"{folder}: images have mixed sizes ({sizes}); resized them to {size[0]}x{size[1]}, "
             "the first image's size; set data.image_size [H, W] to choose the size",
-            stacklevel=3,
+            VaelabWarning, stacklevel=3,
         )
     if any(a.ndim == 3 for a in images) and any(a.ndim == 2 for a in images):
-        warnings.warn(f"{folder}: mixed grey and colour images; grey ones were made RGB", stacklevel=3)
+        warnings.warn(f"{folder}: mixed grey and colour images; grey ones were made RGB", VaelabWarning,
+                      stacklevel=3)
         images = [a if a.ndim == 3 else np.repeat(a[:, :, None], 3, axis=2) for a in images]
     x = torch.from_numpy(np.stack(images))
     x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
@@ -310,7 +315,7 @@ def _to_array(img: Image.Image) -> np.ndarray:
 
 def _warn(message: str, names: list[str]) -> None:
     shown = ", ".join(names[:SHOW]) + (", ..." if len(names) > SHOW else "")
-    warnings.warn(f"{message}: {shown}", stacklevel=4)
+    warnings.warn(f"{message}: {shown}", VaelabWarning, stacklevel=4)
 
 
 # ---- splitting ----------------------------------------------------------------------------------
@@ -329,6 +334,7 @@ def split_test(name: str, x: Tensor, y: Tensor | None, classes: list[str] | None
     return Data(
         name=name, train=everything.subset(perm[n_test:]), test=everything.subset(perm[:n_test]),
         value_range=value_range, classes=classes, defaults={"model": {"likelihood": likelihood}},
+        levels=_levels(x, value_range),
     )
 
 
@@ -336,3 +342,22 @@ def _value_range(x: Tensor) -> str:
     if ((x == 0) | (x == 1)).all():
         return "binary"
     return "unit" if x.min() >= 0 and x.max() <= 1 else "real"
+
+
+def _levels(x: Tensor, value_range: str) -> int | None:
+    """2 for binary data; 256 (or 65536) when every value is k / 255 (k / 65535): 8-bit (16-bit)
+    images, whether read from uint8 arrays, image files or floats saved as uint8 / 255; else None.
+
+    Only these grids are tried, so data on a coarser grid (k / 16, say) reports None, not a guess.
+    """
+    if value_range != "unit":
+        return 2 if value_range == "binary" else None
+    flat = x.reshape(-1)
+    for levels in GRID_LEVELS:
+        scaled = flat * (levels - 1)
+        # float32 holds k / (L - 1) to a relative 2^-24, and the product rounds once more
+        tol = (levels - 1) * 2.0**-21
+        head = scaled[:LEVELS_PEEK]  # most off-grid data shows itself in the first values
+        if (head - head.round()).abs().max() <= tol and (scaled - scaled.round()).abs().max() <= tol:
+            return levels
+    return None

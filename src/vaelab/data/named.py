@@ -3,13 +3,18 @@
 Finding the files (data_dir / $VAELAB_DATA, the user cache, system folders, then a verified
 download) is `vaelab.data.download`'s job; reading each file format is `vaelab.data.formats`'.
 Each loader here turns the verified uint8 arrays into a `Data` with the splits papers use.
+`DATASETS` (at the end) describes every dataset without reading its files: what
+`vaelab datasets` lists, and where each loader takes its value range, class names and defaults.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,12 +38,7 @@ def load_digits(data_dir: str | None = None) -> Data:
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     n_test = len(x) // 5
     test, train = perm[:n_test], perm[n_test:]
-    return Data(
-        name="digits", train=Split(x[train], y[train]), test=Split(x[test], y[test]),
-        value_range="unit", classes=[str(i) for i in range(10)],
-        defaults={"model": {"hidden": [128, 128], "latent_dim": 8},
-                  "train": {"epochs": 100, "batch_size": 64}},
-    )
+    return _data("digits", Split(x[train], y[train]), Split(x[test], y[test]))
 
 
 # ---- MNIST and Fashion-MNIST: four IDX files each -------------------------------------------
@@ -92,34 +92,24 @@ FASHION_MNIST = Source(
     system_dirs=("/usr/share/datasets/fashion-mnist",),  # Debian: dataset-fashion-mnist
 )
 
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-
-# 784-400-400-20 with a Bernoulli likelihood: the classic MNIST VAE (Kingma & Welling 2014 used
-# one hidden layer; two is the common modern baseline).
-def _mnist_defaults() -> dict[str, dict[str, object]]:
-    return {"model": {"hidden": [400, 400], "latent_dim": 20, "likelihood": "bernoulli"},
-            "train": {"epochs": 20, "batch_size": 128}}
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
 
-def _load_idx_dataset(source: Source, classes: list[str], data_dir: str | None) -> Data:
+def _load_idx_dataset(source: Source, data_dir: str | None) -> Data:
     arrays = fetch(source, data_dir)
-    return Data(
-        name=source.name,
-        train=Split(_images(arrays["train_x"]), _labels(arrays["train_y"])),
-        test=Split(_images(arrays["test_x"]), _labels(arrays["test_y"])),
-        value_range="unit", classes=classes, defaults=_mnist_defaults(),
-    )
+    return _data(source.name, Split(_images(arrays["train_x"]), _labels(arrays["train_y"])),
+                 Split(_images(arrays["test_x"]), _labels(arrays["test_y"])))
 
 
 def load_mnist(data_dir: str | None = None) -> Data:
     """MNIST: 60000 train / 10000 test 28x28 grey digits in [0, 1] (uint8 / 255), with labels."""
-    return _load_idx_dataset(MNIST, [str(i) for i in range(10)], data_dir)
+    return _load_idx_dataset(MNIST, data_dir)
 
 
 def load_fashion_mnist(data_dir: str | None = None) -> Data:
     """Fashion-MNIST: 60000 train / 10000 test 28x28 grey clothing images in [0, 1], 10 classes."""
-    return _load_idx_dataset(FASHION_MNIST, FASHION_CLASSES, data_dir)
+    return _load_idx_dataset(FASHION_MNIST, data_dir)
 
 
 # ---- Frey faces: 1965 images of 28x20 ---------------------------------------------------------
@@ -143,13 +133,7 @@ def load_frey_faces(data_dir: str | None = None) -> Data:
     x = _images(fetch(FREY_FACES, data_dir)["x"].reshape(-1, 28, 20))  # (1965, 1, 28, 20)
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(FREY_SEED))
     train, test = perm[:-FREY_TEST], perm[-FREY_TEST:]
-    return Data(
-        name="frey-faces", train=Split(x[train]), test=Split(x[test]), value_range="unit",
-        # Kingma & Welling (2014) used 200 hidden units and a Gaussian decoder on Frey faces.
-        defaults={"model": {"hidden": [200], "latent_dim": 10, "likelihood": "gaussian",
-                            "obs_scale": 0.1},
-                  "train": {"epochs": 100, "batch_size": 100}},
-    )
+    return _data("frey-faces", Split(x[train]), Split(x[test]))
 
 
 # ---- Binarized MNIST: the fixed binarization of Larochelle & Murray (2011) --------------------
@@ -182,10 +166,7 @@ def load_binarized_mnist(data_dir: str | None = None) -> Data:
     """
     arrays = fetch(BINARIZED_MNIST, data_dir)
     x = {split: torch.from_numpy(a.reshape(-1, 1, 28, 28)).float() for split, a in arrays.items()}
-    return Data(
-        name="binarized-mnist", train=Split(x["train"]), valid=Split(x["valid"]),
-        test=Split(x["test"]), value_range="binary", defaults=_mnist_defaults(),
-    )
+    return _data("binarized-mnist", Split(x["train"]), Split(x["test"]), valid=Split(x["valid"]))
 
 
 # ---- dSprites (reduced): 64x64 binary sprites with known generating factors ------------------
@@ -216,13 +197,7 @@ def load_dsprites(data_dir: str | None = None) -> Data:
     y = _labels(arrays["factors"][:, 0])  # factors: (shape, scale, orientation, posX, posY)
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(DSPRITES_SEED))
     train, test = perm[:-DSPRITES_TEST], perm[-DSPRITES_TEST:]
-    return Data(
-        name="dsprites", train=Split(x[train], y[train]), test=Split(x[test], y[test]),
-        value_range="binary", classes=["square", "ellipse", "heart"],
-        # The beta-VAE paper's dSprites model is convolutional with 10 latents.
-        defaults={"model": {"arch": "conv", "latent_dim": 10, "likelihood": "bernoulli"},
-                  "train": {"epochs": 30, "batch_size": 64}},
-    )
+    return _data("dsprites", Split(x[train], y[train]), Split(x[test], y[test]))
 
 
 # ---- shared helpers and the registry ---------------------------------------------------------
@@ -236,18 +211,111 @@ def _labels(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(array.astype(np.int64))
 
 
-DATASETS: dict[str, Callable[[str | None], Data]] = {
-    "digits": load_digits,
-    "mnist": load_mnist,
-    "fashion-mnist": load_fashion_mnist,
-    "frey-faces": load_frey_faces,
-    "binarized-mnist": load_binarized_mnist,
-    "dsprites": load_dsprites,
+def _data(name: str, train: Split, test: Split, valid: Split | None = None) -> Data:
+    """A `Data` whose value range, levels, class names and defaults come from DATASETS[name]."""
+    info = DATASETS[name]
+    return Data(
+        name=name, train=train, test=test, valid=valid, value_range=info.value_range,
+        classes=None if info.classes is None else list(info.classes),
+        defaults=copy.deepcopy(info.defaults), levels=info.levels,
+    )
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A named dataset as `vaelab datasets` lists it: all known without reading its files.
+
+    Attributes:
+        name: what `--data` takes.
+        description: one line: what the inputs are and where they come from.
+        x_shape: the shape of one input, (C, H, W).
+        splits: examples per split as the dataset ships ({"train": 60000, "test": 10000});
+            without a "valid" split, `load_data` holds out data.valid_fraction of train.
+        value_range: "binary" or "unit" (`Data.value_range`).
+        levels: quantisation levels of the values (`Data.levels`).
+        classes: the label names, or None for a dataset without labels.
+        defaults: the model/train settings that suit it, by config section (`Data.defaults`);
+            unset settings take these, then vaelab.config.GENERIC_DEFAULTS.
+        source: its files, checksums and download addresses; None when a package ships it.
+        load: reads it: load(data_dir) -> Data.
+    """
+
+    name: str
+    description: str
+    x_shape: tuple[int, ...]
+    splits: dict[str, int]
+    value_range: str
+    levels: int | None
+    classes: tuple[str, ...] | None
+    defaults: dict[str, dict[str, Any]]
+    source: Source | None
+    load: Callable[[str | None], Data]
+
+
+DIGIT_CLASSES = tuple(str(i) for i in range(10))
+# 784-400-400-20 with a Bernoulli likelihood: the classic MNIST VAE (Kingma & Welling 2014 used
+# one hidden layer; two is the common modern baseline).
+MNIST_DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": {"hidden": [400, 400], "latent_dim": 20, "likelihood": "bernoulli"},
+    "train": {"epochs": 20, "batch_size": 128},
 }
+
+DATASETS: dict[str, DatasetInfo] = {info.name: info for info in (
+    DatasetInfo(
+        name="digits", description="handwritten digits (UCI) that ship with scikit-learn: works offline",
+        x_shape=(1, 8, 8), splits={"train": 1438, "test": 359}, value_range="unit", levels=17,
+        classes=DIGIT_CLASSES, source=None, load=load_digits,
+        defaults={"model": {"hidden": [128, 128], "latent_dim": 8},
+                  "train": {"epochs": 100, "batch_size": 64}},
+    ),
+    DatasetInfo(
+        name="mnist", description="handwritten digits (LeCun et al. 1998)",
+        x_shape=(1, 28, 28), splits={"train": 60000, "test": 10000}, value_range="unit", levels=256,
+        classes=DIGIT_CLASSES, source=MNIST, load=load_mnist, defaults=MNIST_DEFAULTS,
+    ),
+    DatasetInfo(
+        name="fashion-mnist", description="Zalando's clothing images (Xiao et al. 2017)",
+        x_shape=(1, 28, 28), splits={"train": 60000, "test": 10000}, value_range="unit", levels=256,
+        classes=FASHION_CLASSES, source=FASHION_MNIST, load=load_fashion_mnist,
+        defaults=MNIST_DEFAULTS,
+    ),
+    DatasetInfo(
+        name="frey-faces", description="video frames of Brendan Frey's face (from Sam Roweis's page)",
+        x_shape=(1, 28, 20), splits={"train": 1965 - FREY_TEST, "test": FREY_TEST},
+        value_range="unit", levels=256, classes=None, source=FREY_FACES, load=load_frey_faces,
+        # Kingma & Welling (2014) used 200 hidden units and a Gaussian decoder on Frey faces.
+        defaults={"model": {"hidden": [200], "latent_dim": 10, "likelihood": "gaussian",
+                            "obs_scale": 0.1},
+                  "train": {"epochs": 100, "batch_size": 100}},
+    ),
+    DatasetInfo(
+        name="binarized-mnist",
+        description="MNIST binarized once, the fixed benchmark (Larochelle & Murray 2011)",
+        x_shape=(1, 28, 28), splits={"train": 50000, "valid": 10000, "test": 10000},
+        value_range="binary", levels=2, classes=None, source=BINARIZED_MNIST,
+        load=load_binarized_mnist, defaults=MNIST_DEFAULTS,
+    ),
+    DatasetInfo(
+        name="dsprites",
+        description="2D shapes with known factors (Matthey et al. 2017), a fixed 20000-image "
+                    "subset; labels: the shape",
+        x_shape=(1, 64, 64), splits={"train": 20000 - DSPRITES_TEST, "test": DSPRITES_TEST},
+        value_range="binary", levels=2, classes=("square", "ellipse", "heart"), source=DSPRITES,
+        load=load_dsprites,
+        # The beta-VAE paper's dSprites model is convolutional with 10 latents.
+        defaults={"model": {"arch": "conv", "latent_dim": 10, "likelihood": "bernoulli"},
+                  "train": {"epochs": 30, "batch_size": 64}},
+    ),
+)}
+
+
+def dataset_table() -> list[DatasetInfo]:
+    """Every named dataset, in the order `vaelab datasets` lists them."""
+    return list(DATASETS.values())
 
 
 def load_named(name: str, data_dir: str | None) -> Data:
-    return DATASETS[name](data_dir)
+    return DATASETS[name].load(data_dir)
 
 
 def suggest(name: str) -> str:
@@ -257,4 +325,4 @@ def suggest(name: str) -> str:
     return f"{hint}; known datasets: {known}, or a path to a .npy/.npz/.csv file or an image folder"
 
 
-__all__ = ["DATASETS", "VaelabError", "load_named", "suggest"]
+__all__ = ["DATASETS", "DatasetInfo", "VaelabError", "dataset_table", "load_named", "suggest"]

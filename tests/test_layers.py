@@ -34,18 +34,21 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+MODULES = {module_name(p) for p in SRC.rglob("*.py")}
+
+
 def imports(path: Path) -> set[str]:
     """Every vaelab module that `path` imports, at the top or inside a function."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vaelab"):
-            if node.module != "vaelab":  # `from vaelab import runfolder` imports vaelab.runfolder
-                found.add(node.module)
-            found |= {f"{node.module}.{a.name}" for a in node.names}
+            names = {f"{node.module}.{a.name}" for a in node.names}
+            found |= names
+            if not names <= MODULES and node.module != "vaelab":  # `from vaelab.x import y`
+                found.add(node.module)  # needs x itself unless every y is a submodule of x
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("vaelab")}
-    modules = {module_name(p) for p in SRC.rglob("*.py")}
-    return {m for m in found if m in modules}
+    return found & MODULES
 
 
 def layer(module: str) -> int:

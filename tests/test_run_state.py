@@ -156,6 +156,26 @@ def test_one_set_of_defaults_for_the_library_and_the_cli(tmp_path: Path) -> None
     assert result.config.model.hidden == [128, 128]
 
 
+def test_vaelab_datasets_lists_the_defaults_training_uses(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["datasets", "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    digits = next(d for d in table["datasets"] if d["name"] == "digits")
+    result = vaelab.train(Config(data=DataConfig(name="digits")).updated({"train": {"epochs": 1}}),
+                          tmp_path / "r", device="cpu", progress=False, figures=False)
+    resolved = result.config.to_dict()
+    for section, values in digits["defaults"].items():
+        assert {k: resolved[section][k] for k in values} == values
+    for section, values in table["generic_defaults"].items():  # what digits leaves unset
+        for key, value in values.items():
+            if key not in digits["defaults"].get(section, {}):
+                assert resolved[section][key] == value, key
+    assert main(["datasets"]) == 0
+    text = capsys.readouterr().out
+    assert all(name in text for name in ("digits", "mnist", "frey-faces", "dsprites"))
+    assert "hidden=[128, 128]" in text
+
+
 def test_training_that_diverges_is_reported_not_printed_as_success(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["train", "--data", "digits", "--lr", "10", "--epochs", "3", "--quiet",

@@ -22,7 +22,3 @@ class TrainingInterrupted(KeyboardInterrupt):
         super().__init__(message)
         self.exit_code = exit_code
 
-
-class VaelabWarning(UserWarning):
-    """Something the user should know that does not stop the work (a collapsed posterior,
-    skipped files); the `vaelab` command shows it as one line, `vaelab CMD: warning: ...`."""

@@ -19,7 +19,7 @@ from vaelab.errors import TrainingInterrupted, VaelabError
 from vaelab.training import flush_denormals
 
 # each module has NAME, HELP, EXAMPLE, add_arguments(parser) and execute(args) -> int
-COMMAND_MODULES = ["train", "evaluate", "sample", "reconstruct",
+COMMAND_MODULES = ["train", "datasets", "evaluate", "sample", "reconstruct",
                    "interpolate", "arithmetic", "traverse", "latent", "inpaint", "denoise",
                    "compare_latent", "report"]
 

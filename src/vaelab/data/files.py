@@ -31,8 +31,8 @@ from PIL import Image
 from torch import Tensor
 
 from vaelab.config import DataConfig
-from vaelab.data import Data, Split
 from vaelab.data.formats import read_npy
+from vaelab.data.splits import Data, Split
 from vaelab.errors import VaelabError, VaelabWarning
 
 TEST_FRACTION = 0.1

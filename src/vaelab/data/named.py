@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaelab.data import Data, Split
 from vaelab.data.download import Part, Source, fetch
 from vaelab.data.formats import read_amat, read_idx, read_mat, read_npy, read_npz_array
+from vaelab.data.splits import Data, Split
 from vaelab.errors import VaelabError
 
 

@@ -165,7 +165,8 @@ def test_vaelab_datasets_lists_the_defaults_training_uses(tmp_path: Path,
                           tmp_path / "r", device="cpu", progress=False, figures=False)
     resolved = result.config.to_dict()
     for section, values in digits["defaults"].items():
-        assert {k: resolved[section][k] for k in values} == values
+        for key, value in values.items():
+            assert resolved[section][key] == (1 if key == "epochs" else value), key
     for section, values in table["generic_defaults"].items():  # what digits leaves unset
         for key, value in values.items():
             if key not in digits["defaults"].get(section, {}):

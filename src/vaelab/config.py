@@ -161,6 +161,16 @@ def model_defaults(model: ModelConfig) -> ModelConfig:
     return apply_defaults(Config(model=model)).model
 
 
+T = typing.TypeVar("T")
+
+
+def need(value: T | None, key: str) -> T:
+    """A setting that the defaults have filled in (see apply_defaults); unset is a bug."""
+    if value is None:
+        raise ValueError(f"{key} is unset: apply the defaults first (vaelab.config.apply_defaults)")
+    return value
+
+
 def _reject_unknown(d: dict[str, Any], known: list[str], where: str) -> None:
     for key in d:
         if key not in known:

@@ -32,8 +32,8 @@ def execute(args: argparse.Namespace) -> int:
         print(f"{info.name:<16} {shape:<8} {splits}; {values}; {labels}")
         print(f"{'':<16} {info.description}")
         print(f"{'':<16} defaults: {_settings(info.defaults)}")
-    print(f"\nYour files and folders: likelihood=bernoulli for values in [0, 1], "
-          f"gaussian-global otherwise (see README, Data).")
+    print("\nYour files and folders: likelihood=bernoulli for values in [0, 1], "
+          "gaussian-global otherwise (see README, Data).")
     print(f"Any setting a dataset leaves unset: {_settings(GENERIC_DEFAULTS)}.")
     print("A dataset without a valid split holds out --valid-fraction (0.1) of train. "
           "Flags and --config files override every default.")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from vaelab.config import ModelConfig, model_defaults
+from torch import nn
+
+from vaelab.config import ModelConfig, model_defaults, need
 from vaelab.errors import VaelabError
 from vaelab.models.likelihoods import LIKELIHOODS, build_likelihood
 from vaelab.models.mlp import MLPDecoder, MLPEncoder
@@ -18,20 +20,23 @@ def build_model(config: ModelConfig) -> VAE:
         raise ValueError("ModelConfig.x_shape is empty: set it from the data before building")
     config = model_defaults(config)
     x_shape = list(config.x_shape)
-    likelihood = build_likelihood(config.likelihood, len(x_shape), config.obs_scale)
+    latent_dim, hidden = need(config.latent_dim, "model.latent_dim"), need(config.hidden, "model.hidden")
+    likelihood = build_likelihood(need(config.likelihood, "model.likelihood"), len(x_shape),
+                                  need(config.obs_scale, "model.obs_scale"))
+    encoder: nn.Module
+    decoder: nn.Module
     if config.arch == "conv":
         if len(x_shape) != 3:
             raise VaelabError(f"model.arch conv needs images (C, H, W), but the data's shape is "
                               f"{x_shape}; use --arch mlp")
         from vaelab.models.conv import ConvDecoder, ConvEncoder
 
-        encoder = ConvEncoder(x_shape, config.latent_dim, config.channels, config.hidden,
-                              config.activation, config.cond_dim)
-        decoder = ConvDecoder(x_shape, config.latent_dim, config.channels, config.hidden,
-                              config.activation, likelihood.num_params, config.cond_dim)
+        encoder = ConvEncoder(x_shape, latent_dim, config.channels, hidden, config.activation,
+                              config.cond_dim)
+        decoder = ConvDecoder(x_shape, latent_dim, config.channels, hidden, config.activation,
+                              likelihood.num_params, config.cond_dim)
     else:
-        encoder = MLPEncoder(x_shape, config.latent_dim, config.hidden, config.activation,
-                             config.cond_dim)
-        decoder = MLPDecoder(x_shape, config.latent_dim, config.hidden, config.activation,
+        encoder = MLPEncoder(x_shape, latent_dim, hidden, config.activation, config.cond_dim)
+        decoder = MLPDecoder(x_shape, latent_dim, hidden, config.activation,
                              likelihood.num_params, config.cond_dim)
-    return VAE(encoder, decoder, likelihood, config.latent_dim, x_shape, config.cond_dim)
+    return VAE(encoder, decoder, likelihood, latent_dim, x_shape, config.cond_dim)

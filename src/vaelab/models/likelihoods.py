@@ -97,7 +97,8 @@ class StableContinuousBernoulli(Distribution):
         self.logits = torch.as_tensor(logits)
         super().__init__(self.logits.shape, validate_args=validate_args)
 
-    def expand(self, batch_shape: torch.Size, _instance: Distribution | None = None) -> Distribution:
+    def expand(self, batch_shape: torch.Size | list[int] | tuple[int, ...],
+               _instance: Distribution | None = None) -> Distribution:
         new = self._get_checked_instance(StableContinuousBernoulli, _instance)
         new.logits = self.logits.expand(batch_shape)
         super(StableContinuousBernoulli, new).__init__(torch.Size(batch_shape), validate_args=False)
@@ -113,7 +114,8 @@ class StableContinuousBernoulli(Distribution):
             self._validate_sample(value)
         return self.logits * value - _log_norm(self.logits)
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
+    def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()  # noqa: B008
+                ) -> Tensor:
         shape = self._extended_shape(sample_shape)
         u = torch.rand(shape, dtype=self.logits.dtype, device=self.logits.device)
         return _icdf(u, self.logits.expand(shape))

@@ -122,7 +122,7 @@ def rsample(qz: Distribution, num_samples: int, generator: torch.Generator | Non
             eps: Tensor | None = None) -> Tensor:
     """Reparameterised draws z = loc + scale * eps, (S, B, D); eps ~ N(0, I) drawn from
     `generator` unless given."""
-    loc, scale = qz.base_dist.loc, qz.base_dist.scale
+    loc, scale = qz.mean, qz.stddev  # of the diagonal Gaussian q(z|x)
     if eps is None:
         eps = torch.randn((num_samples, *loc.shape), generator=generator, device=loc.device,
                           dtype=loc.dtype)

@@ -1,14 +1,21 @@
-"""vaelab evaluate: test ELBO, importance-sampled log-likelihood, KL per dimension, active units."""
+"""vaelab evaluate: test ELBO, an importance-sampled log p(x) (or what the run's likelihood gives
+on its data: a cross-entropy, a dequantised log-density), KL per dimension, active units."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from vaelab.cli.common import add_run_argument
 
+if TYPE_CHECKING:
+    from vaelab.config import Config
+    from vaelab.data import Data
+
 NAME = "evaluate"
-HELP = "evaluate a trained run: ELBO, IS log-likelihood (nats, bits/dim), KL, active units"
+HELP = ("evaluate a trained run: ELBO, importance-sampled log p(x) with bits/dim (or what the "
+        "likelihood gives on the data), KL, active units")
 EXAMPLE = "vaelab evaluate runs/digits --samples 1000 --json"
 
 
@@ -43,9 +50,25 @@ def execute(args: argparse.Namespace) -> int:
     k = args.samples if args.samples is not None else (5000 if args.protocol == "paper" else 500)
     if k < 0:
         raise VaelabError("--samples must be >= 0")
+    value_range, levels = scored_values(config, data, args.split)
+    objective = config.objective
     result = evaluate(model, split, k=k, seed=args.seed, cond_dim=config.model.cond_dim,
+                      objective=objective.name, value_range=value_range, levels=levels,
+                      iwae_k=objective.num_samples if objective.name == "iwae" else 0,
                       progress=not args.json)
     result |= {"split": args.split, "dataset": data.name, "protocol": args.protocol}
     write_json(args.run / f"evaluation-{args.split}.json", result)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0
+
+
+def scored_values(config: Config, data: Data, split: str) -> tuple[str, int | None]:
+    """The value range and quantisation levels of the split that is scored.
+
+    --binarize threshold makes every split binary; dynamic binarizes valid and test once (the
+    train split stays grey and is binarized afresh each batch while training).
+    """
+    binarize = config.data.binarize
+    if binarize == "threshold" or (binarize == "dynamic" and split != "train"):
+        return "binary", 2
+    return data.value_range, getattr(data, "levels", None)

@@ -73,7 +73,8 @@ SUPPORTS = {"BernoulliLikelihood": "binary", "ContinuousBernoulliLikelihood": "u
 NOTES = {  # one line for the cases whose numbers are not a log-likelihood
     "cross_entropy": "a Bernoulli scoring grey levels gives a cross-entropy, not a likelihood; "
                      "train with --binarize dynamic for log p(x) and bits/dim",
-    "continuous": "a density of continuous data, not a probability: no bits/dim",
+    "continuous": "a log-density, not a log-probability: no bits/dim without the data's "
+                  "quantisation levels",
     "ae": "a plain autoencoder is not a density model: no ELBO or log p(x), reconstruction only",
 }
 
@@ -248,7 +249,7 @@ class ExampleNoise:
         return out.to(device)
 
 
-def condition(y: Tensor | None, cond_dim: int) -> Tensor | None:
+def _condition(y: Tensor | None, cond_dim: int) -> Tensor | None:
     """One-hot labels (B, Y) of a conditional VAE, or None (local to evaluation until the
     condition helper lives in models: evaluation may not import training)."""
     if not cond_dim or y is None:
@@ -319,7 +320,7 @@ def elbo_metrics(model: VAE, split: Split, *, seed: int, cond_dim: int, objectiv
     bound, recon, kl, kl_dims, locs = [], [], [], [], []
     for i in range(0, len(split), batch_size):
         x = split.x[i:i + batch_size].to(device)
-        y = None if split.y is None else condition(split.y[i:i + batch_size].to(device), cond_dim)
+        y = None if split.y is None else _condition(split.y[i:i + batch_size].to(device), cond_dim)
         noise = ExampleNoise(seed, ELBO_STREAM, list(range(i, i + len(x))))
         eps = None if deterministic else noise.normal(0, 1, (model.latent_dim,), 1, device)
         out = model(x, y, deterministic=deterministic, eps=eps)
@@ -397,7 +398,7 @@ def _importance_sampled(model: VAE, split: Split, q: Quantity, *, k: int, iwae_k
     batches = range(0, len(split), batch_size)
     for i in tqdm(batches, desc="evaluate", unit="batch", disable=not progress):
         x = split.x[i:i + batch_size].to(device)
-        y = None if split.y is None else condition(split.y[i:i + batch_size].to(device), cond_dim)
+        y = None if split.y is None else _condition(split.y[i:i + batch_size].to(device), cond_dim)
         index = list(range(i, i + len(x)))
         if k:
             scored = (dequantise(x, q.dequantise, ExampleNoise(seed, DEQUANTISE_STREAM, index))
@@ -441,6 +442,9 @@ ESTIMATED = {"log_likelihood": "log p(x{g})", "cross_entropy": "cross-entropy",
 
 def format_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     """(label, value text) rows of an `evaluate` result: the one place labels are defined."""
+    if "quantity" not in result:
+        raise VaelabError("evaluation: this result names no quantity (an older vaelab wrote "
+                          "it); run `vaelab evaluate` again")
     q = Quantity(**result["quantity"])
     c, g = (",y", "|y") if q.conditional else ("", "")
     recon = RECONSTRUCTION[q.kind].format(c=c)

@@ -134,5 +134,5 @@ def test_report(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert page.count("data:image/png;base64,") == 6 and "not available" not in page
     for name in ["samples.png", "traverse.png", "latent-map.png", "evaluation-test.json"]:
         assert (folder / name).is_file()  # regenerated
-    assert "log p(x), IS k=5" in page and "&quot;latent_dim&quot;: 4" in page
+    assert "cross-entropy, IS k=5 (nats)" in page and "&quot;latent_dim&quot;: 4" in page
     bad(["report", str(tmp_path / "missing")], capsys, "run folder not found")

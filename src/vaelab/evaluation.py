@@ -1,29 +1,82 @@
-"""Evaluation: test ELBO, importance-sampled log p(x), KL per dimension, active units.
+"""Evaluation: test ELBO, an importance-sampled (IS) estimate, KL per dimension, active units.
 
-The importance-sampled estimate (Burda et al. 2016, eq. 8 with q as the proposal)
+Every number is named for what it is. `describe` decides that once, from the likelihood's
+support, the data's value range and quantisation levels, the condition and the objective:
+
+| likelihood on data                   | IS estimate key (nats)     | and                         |
+|--------------------------------------|----------------------------|-----------------------------|
+| Bernoulli on binary data             | log_likelihood             | nll, bits_per_dim           |
+| Bernoulli on grey levels in [0, 1]   | cross_entropy (positive)   | a note: not a likelihood    |
+| a density on quantised data (L lev.) | log_density_dequantised    | bits_per_dim_dequantised    |
+| a density on continuous data         | log_density                |                             |
+
+A conditional model (cond_dim > 0) scores log p(x|y): each of those keys ends in `_given_y`
+(`log_likelihood_given_y`, `nll_given_y`, ...). Every estimate `KEY` comes with `KEY_sem`, the
+standard error of the mean over the examples (sample standard deviation / sqrt(n)).
+
+Keys of every result: n, quantity (the `Quantity` below as a dict), latent_dim, reconstruction
+(the mean log p(x|z) term as the likelihood computes it: minus a cross-entropy for a Bernoulli on
+grey levels), active_units (Burda et al. 2016, section 5.2), posterior_mean_variance, seconds.
+Density models add elbo, kl and kl_per_dim (on x as trained, never dequantised), k with the IS
+estimate, and iwae_bound with iwae_k when asked for (the IWAE-k bound, Burda et al. 2016, eq. 8).
+A plain autoencoder (objective "ae") is no density model: its reconstruction is log p(x|z) at
+z = E_q[z], and it gets no ELBO, KL or IS estimate.
+
+The IS estimate (Burda et al. 2016, eq. 8 with q as the proposal)
     log p(x) ~= logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log k,  z_k ~ q(z|x)
 is computed in chunks of samples with a running logsumexp, so memory stays bounded for any k.
 Small chunks are also the fast ones on a CPU: ~2,000 decoded samples at a time keep the
 decoder's activations in cache, about 2x the speed of 32,768 (benchmarks/eval_speed.py).
+
+Dequantisation (Theis, van den Oord & Bethge 2016, "A note on the evaluation of generative
+models", section 3.1): a density p scores x = k/(L-1) as v = (k + u)/L, u ~ U(0, 1)^D. Then
+P(k) = integral of p over the bin of k >= exp(E_u log p(v)) / L^D, so
+    bits/dim = (-log p(v) + D ln L) / (D ln 2)
+bounds the bits/dim of the discrete model it defines. A density at undequantised points is no
+probability (it can exceed 1), so no bits/dim is ever made from one.
+
+Randomness: every example has its own noise streams (`ExampleNoise`), so for a given seed the
+numbers do not depend on the chunk size (`budget`), the batch size or the device.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from vaelab.data import Split
-from vaelab.models import VAE, one_hot, rsample
-from vaelab.models.vae import Output
+from vaelab.config import Config
+from vaelab.data import BINARIZE_SEED, Data, Split, dynamic_binarize
+from vaelab.errors import VaelabError
+from vaelab.models import VAE, Output, one_hot, rsample
 from vaelab.objectives import active_units, elbo, kl_per_dim, log_weights
 
 SAMPLE_BUDGET = 1 << 15  # latent samples decoded at once on an accelerator: bounds memory
 CPU_SAMPLE_BUDGET = 1 << 11  # the same on a CPU, where cache-sized chunks run fastest
+ELBO_BATCH = 1000  # examples per batch of the one-sample ELBO pass
+
+# Noise streams: each draws from its own generators, so one never shifts another.
+ELBO_STREAM, IS_STREAM, IWAE_STREAM, DEQUANTISE_STREAM = 1, 2, 3, 4
+IS_BLOCK = 128  # importance samples per generator seeding (chunks are multiples of it)
+
+RANGES = ("binary", "unit", "real")  # binary: 0/1; unit: grey levels in [0, 1]; real
+# The support of each likelihood class, until likelihoods carry `support` themselves.
+SUPPORTS = {"BernoulliLikelihood": "binary", "ContinuousBernoulliLikelihood": "unit",
+            "GaussianLikelihood": "real", "LearnedGaussianLikelihood": "real",
+            "GlobalGaussianLikelihood": "real"}
+NOTES = {  # one line for the cases whose numbers are not a log-likelihood
+    "cross_entropy": "a Bernoulli scoring grey levels gives a cross-entropy, not a likelihood; "
+                     "train with --binarize dynamic for log p(x) and bits/dim",
+    "continuous": "a log-density, not a log-probability: no bits/dim without the data's "
+                  "quantisation levels",
+    "ae": "a plain autoencoder is not a density model: no ELBO or log p(x), reconstruction only",
+}
 
 
 def sample_budget(device: torch.device) -> int:
@@ -31,130 +84,418 @@ def sample_budget(device: torch.device) -> int:
     return CPU_SAMPLE_BUDGET if device.type == "cpu" else SAMPLE_BUDGET
 
 
+def likelihood_support(model: VAE) -> str:
+    """What p(x|z) is a distribution over: "binary" ({0, 1}), "unit" ([0, 1]) or "real"."""
+    likelihood = model.likelihood
+    support = getattr(likelihood, "support", None) or SUPPORTS.get(type(likelihood).__name__)
+    if support not in RANGES:
+        raise VaelabError(f"evaluate: the likelihood {type(likelihood).__name__} names no "
+                          f"support; give it support = one of {', '.join(RANGES)}")
+    return support
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """What the numbers of one evaluation are; made by `describe`, stored in the result.
+
+    kind: what log p(x|z) of this likelihood on this data is: "log_likelihood" (a probability),
+    "cross_entropy" (minus a Bernoulli cross-entropy of grey levels) or "log_density".
+    """
+
+    support: str  # the likelihood's: binary | unit | real
+    value_range: str  # the data's: binary | unit | real
+    levels: int | None  # the data's quantisation levels L (None: continuous or unknown)
+    conditional: bool  # log p(x|y), not log p(x)
+    objective: str
+    kind: str
+    note: str | None
+
+    @property
+    def density_model(self) -> bool:
+        return self.objective != "ae"
+
+    @property
+    def dequantise(self) -> int | None:
+        """L when a density scores dequantised data (k + u)/L, else None."""
+        return self.levels if self.kind == "log_density" else None
+
+    @property
+    def given(self) -> str:
+        return "_given_y" if self.conditional else ""
+
+    @property
+    def estimate(self) -> str | None:
+        """The JSON key of the IS estimate (None: no density model)."""
+        if not self.density_model:
+            return None
+        return self.kind + ("_dequantised" if self.dequantise else "") + self.given
+
+    @property
+    def nll(self) -> str | None:
+        return "nll" + self.given if self.density_model and self.kind == "log_likelihood" else None
+
+    @property
+    def bits_per_dim(self) -> str | None:
+        if not self.density_model or self.kind == "cross_entropy":
+            return None
+        if self.kind == "log_likelihood":
+            return "bits_per_dim" + self.given
+        return "bits_per_dim_dequantised" + self.given if self.dequantise else None
+
+
+def describe(support: str, value_range: str, levels: int | None = None, cond_dim: int = 0,
+             objective: str = "elbo") -> Quantity:
+    """The `Quantity` a likelihood of `support` gives on data of `value_range` and `levels`.
+
+    Args:
+        support: the likelihood's support, binary | unit | real (`likelihood_support`).
+        value_range: the scored data's, binary (0/1) | unit (grey levels in [0, 1]) | real.
+        levels: the data's quantisation levels L, its values k/(L-1) (2 for binary, 256 for
+            8-bit images, 17 for sklearn digits); None: continuous or unknown.
+        cond_dim: the condition size of a conditional model (0: unconditional).
+        objective: the run's objective name; "ae" is no density model.
+    """
+    for name, value in (("likelihood support", support), ("value_range", value_range)):
+        if value not in RANGES:
+            raise VaelabError(f"evaluate: {name} '{value}' is not one of {', '.join(RANGES)}")
+    if value_range == "binary":
+        levels = levels or 2
+    if levels is not None and (levels < 2 or value_range == "real"
+                               or (value_range == "binary" and levels != 2)):
+        raise VaelabError(f"evaluate: levels {levels} does not fit {value_range} data; use 2 "
+                          f"for binary data, L >= 2 for grey levels k/(L-1), none for real data")
+    if value_range == "real" and support != "real":
+        raise VaelabError(f"evaluate: a likelihood on {support} values cannot score real-valued "
+                          f"data; train with --likelihood gaussian")
+    if support == "binary":
+        kind = "log_likelihood" if value_range == "binary" else "cross_entropy"
+    else:
+        kind = "log_density"
+    continuous = kind == "log_density" and levels is None
+    note = NOTES.get("ae" if objective == "ae" else "continuous" if continuous else kind)
+    return Quantity(support, value_range, levels, cond_dim > 0, objective, kind, note)
+
+
+def value_range_of(x: Tensor) -> str:
+    """binary if every value is 0 or 1, unit if all lie in [0, 1], else real."""
+    lo, hi = (float(v) for v in x.aminmax())
+    if lo < 0 or hi > 1:
+        return "real"
+    return "binary" if bool(((x == 0) | (x == 1)).all()) else "unit"
+
+
+def _check_values(q: Quantity, x: Tensor) -> None:
+    """The data is what the caller says: within its value range, on its quantisation grid."""
+    found = value_range_of(x)
+    if RANGES.index(found) > RANGES.index(q.value_range):
+        raise VaelabError(f"evaluate: value_range '{q.value_range}', but the data holds "
+                          f"{found} values; pass value_range='{found}'")
+    if q.dequantise:
+        k = x * (q.dequantise - 1)
+        if float((k - k.round()).abs().max()) > 1e-3:
+            raise VaelabError(f"evaluate: levels {q.dequantise}, but the data's values are not "
+                              f"all k/{q.dequantise - 1}; pass the right levels, or None")
+
+
+def stream_seed(seed: int, stream: int, index: int, block: int) -> int:
+    """A 64-bit generator seed for (seed, stream, example index, block), by SplitMix64
+    (Steele, Lea & Flood 2014, "Fast splittable pseudorandom number generators")."""
+    mask = (1 << 64) - 1
+    h = 0
+    for part in (seed, stream, index, block):
+        h = (h ^ part) + 0x9E3779B97F4A7C15 & mask
+        h = (h ^ h >> 30) * 0xBF58476D1CE4E5B9 & mask
+        h = (h ^ h >> 27) * 0x94D049BB133111EB & mask
+        h ^= h >> 31
+    return h
+
+
+@dataclass(frozen=True)
+class ExampleNoise:
+    """Noise for a batch of examples, each from its own stream, drawn on the CPU.
+
+    Example i's draws are rows of fixed-size blocks: block j is torch.randn(block, *shape) from
+    a generator seeded with stream_seed(seed, stream, i, j). The blocks have a fixed size
+    because torch's CPU randn is not consistent under concatenation (randn(n)[:m] differs from
+    randn(m)), so the values depend only on (seed, stream, i, row), not on how they are asked for.
+    """
+
+    seed: int
+    stream: int
+    index: list[int]  # (B,) the examples' positions in their split
+
+    def normal(self, start: int, count: int, shape: tuple[int, ...], block: int,
+               device: torch.device) -> Tensor:
+        """Rows start .. start+count-1 of every example's standard normal stream, (count, B, *shape)."""
+        gen = torch.Generator()
+        first, stop = start // block, -(-(start + count) // block)
+        offset = start - first * block
+        out = torch.empty(count, len(self.index), *shape)
+        for b, i in enumerate(self.index):
+            draws = []
+            for j in range(first, stop):
+                gen.manual_seed(stream_seed(self.seed, self.stream, i, j))
+                draws.append(torch.randn(block, *shape, generator=gen))
+            out[:, b] = torch.cat(draws)[offset:offset + count]
+        return out.to(device)
+
+    def uniform(self, shape: tuple[int, ...], device: torch.device) -> Tensor:
+        """One U(0, 1) draw of `shape` per example, (B, *shape)."""
+        gen = torch.Generator()
+        out = torch.empty(len(self.index), *shape)
+        for b, i in enumerate(self.index):
+            out[b] = torch.rand(shape, generator=gen.manual_seed(stream_seed(
+                self.seed, self.stream, i, 0)))
+        return out.to(device)
+
+
+def dequantise(x: Tensor, levels: int, noise: ExampleNoise) -> Tensor:
+    """x = k/(L-1) as (k + u)/L, u ~ U(0, 1) (Theis et al. 2016, section 3.1), shape of x."""
+    k = (x * (levels - 1)).round()
+    return (k + noise.uniform(tuple(x.shape[1:]), x.device)) / levels
+
+
 @torch.no_grad()
 def log_likelihood(model: VAE, x: Tensor, y: Tensor | None = None, k: int = 1000,
-                   generator: torch.Generator | None = None,
-                   budget: int | None = None) -> Tensor:
+                   generator: torch.Generator | None = None, budget: int | None = None,
+                   noise: ExampleNoise | None = None) -> Tensor:
     """Importance-sampled log p(x) per example (B,), with k samples from q(z|x) each.
 
-    `budget` caps the samples decoded at once (default: `sample_budget(x.device)`).
+    With k = 1 it is an unbiased estimate of the ELBO; in expectation it is the IWAE-k bound,
+    which rises with k towards log p(x) (Burda et al. 2016, theorem 1).
+
+    Args:
+        model: the VAE (in eval mode).
+        x: inputs (B, *x_shape); y: their conditions (B, Y) for a conditional model.
+        k: samples per example.
+        generator: the source of the samples when no `noise` is given; the draws then depend
+            on the chunking.
+        budget: caps the samples decoded at once (default: `sample_budget(x.device)`); a speed
+            setting: with `noise`, the estimate does not depend on it.
+        noise: per-example noise streams (`ExampleNoise`), which make the estimate independent
+            of the budget and of how the examples are batched.
     """
     budget = budget or sample_budget(x.device)
     qz = model.encode(x, y)
     pz = model.prior(qz.mean)
     chunk = max(1, min(k, budget // max(len(x), 1)))
+    if noise is not None and IS_BLOCK < chunk < k:
+        chunk -= chunk % IS_BLOCK  # chunks of whole blocks: no block is drawn twice
     total = torch.full((len(x),), -math.inf, device=x.device)
     for start in range(0, k, chunk):
         s = min(chunk, k - start)
-        z = rsample(qz, s, generator)  # (s, B, D)
+        eps = None if noise is None else noise.normal(start, s, (model.latent_dim,), IS_BLOCK,
+                                                      x.device)
+        z = rsample(qz, s, generator, eps)  # (s, B, D)
         logw = log_weights(Output(qz=qz, pz=pz, px=model.decode(z, y), z=z), x)  # (s, B)
         total = torch.logaddexp(total, torch.logsumexp(logw, 0))
     return total - math.log(k)
 
 
 @torch.no_grad()
-def evaluate(model: VAE, split: Split, *, k: int = 500, batch_size: int = 0, seed: int = 0,
-             cond_dim: int = 0, progress: bool = False) -> dict[str, Any]:
-    """All the numbers of `vaelab evaluate` on one split, as a JSON-ready dict.
+def elbo_metrics(model: VAE, split: Split, *, seed: int, cond_dim: int, objective: str = "elbo",
+                 batch_size: int = ELBO_BATCH) -> dict[str, Any]:
+    """Mean ELBO, reconstruction, KL, KL per dimension and active units on a split.
 
-    Args:
-        model: a trained VAE (put in eval mode here).
-        split: the data, x (N, *x_shape) and labels y (N,) used only by conditional models.
-        k: importance samples per example for log p(x); 0 skips the estimate.
-        batch_size: examples per batch (0: chosen so k samples of a batch fit the budget).
-        seed: seeds the sampling, so an evaluation is repeatable.
-        cond_dim: the model's condition size (conditional VAEs get one-hot labels).
+    One z per example from its own noise stream (`ExampleNoise`), so the numbers depend on
+    the seed only. For a plain autoencoder (objective "ae") z = E_q[z] and only the
+    reconstruction and the active units are returned. The model's train/eval mode is kept.
+
+    Returns:
+        elbo, reconstruction, kl (means over the examples, nats), kl_per_dim (D,),
+        active_units (Burda et al. 2016, section 5.2), posterior_mean_variance (D,).
     """
+    was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    gen = torch.Generator(device=device).manual_seed(seed)
-    n = len(split)
-    batch_size = batch_size or max(1, min(n, 1000, sample_budget(device) // max(k, 1) or 1))
-    bound, recon, kl, logp, kl_dims, means = [], [], [], [], [], []
-    start = time.perf_counter()
-    batches = range(0, n, batch_size)
-    for i in tqdm(batches, desc="evaluate", unit="batch", disable=not progress):
+    deterministic = objective == "ae"
+    bound, recon, kl, kl_dims, locs = [], [], [], [], []
+    for i in range(0, len(split), batch_size):
         x = split.x[i:i + batch_size].to(device)
         y = None if split.y is None else one_hot(split.y[i:i + batch_size].to(device), cond_dim)
-        out = model(x, y, generator=gen)
+        noise = ExampleNoise(seed, ELBO_STREAM, list(range(i, i + len(x))))
+        eps = None if deterministic else noise.normal(0, 1, (model.latent_dim,), 1, device)
+        out = model(x, y, deterministic=deterministic, eps=eps)
         loss = elbo(out, x)
         bound.append(loss.elbo), recon.append(loss.reconstruction), kl.append(loss.kl)
-        kl_dims.append(kl_per_dim(out.qz, out.pz).float().sum(0))
-        means.append(out.qz.mean.float())
-        if k:
-            logp.append(log_likelihood(model, x, y, k=k, generator=gen))
-    x_dims = math.prod(model.x_shape)
-    mu = torch.cat(means)  # (N, D)
-    unit_var = mu.var(0) if n > 1 else torch.zeros(model.latent_dim)
-    result: dict[str, Any] = {
-        "n": n,
-        "elbo": torch.cat(bound).mean().item(),
-        "reconstruction": torch.cat(recon).mean().item(),
-        "kl": torch.cat(kl).mean().item(),
-        "kl_per_dim": (torch.stack(kl_dims).sum(0) / n).tolist(),
-        "active_units": int(active_units(mu).sum()),
-        "latent_dim": model.latent_dim,
-        "posterior_mean_variance": unit_var.tolist(),
-    }
-    if k:
-        ll = torch.cat(logp)
-        result |= {
-            "k": k,
-            "log_likelihood": ll.mean().item(),
-            "log_likelihood_stderr": (ll.std() / math.sqrt(n)).item() if n > 1 else 0.0,
-            "nll": -ll.mean().item(),
-            "bits_per_dim": -ll.mean().item() / (x_dims * math.log(2)),
-        }
-    result["seconds"] = round(time.perf_counter() - start, 3)
+        kl_dims.append(kl_per_dim(out.qz, out.pz).float())
+        locs.append(out.qz.mean.float())
+    model.train(was_training)
+    loc = torch.cat(locs)  # (N, D)
+    spread = loc.var(0) if len(loc) > 1 else torch.zeros(model.latent_dim)
+    result = {"elbo": torch.cat(bound).mean().item(),
+              "reconstruction": torch.cat(recon).mean().item(),
+              "kl": torch.cat(kl).mean().item(),
+              "kl_per_dim": torch.cat(kl_dims).mean(0).tolist(),
+              "active_units": int(active_units(loc).sum()),
+              "posterior_mean_variance": spread.tolist()}
+    if deterministic:  # an autoencoder's "posterior" variance is untrained: no ELBO, no KL
+        for key in ("elbo", "kl", "kl_per_dim"):
+            del result[key]
     return result
 
 
 @torch.no_grad()
-def elbo_metrics(model: VAE, split: Split, *, seed: int = 0, cond_dim: int = 0,
-                 batch_size: int = 1000) -> dict[str, Any]:
-    """The average ELBO and its parts on a split, with a fixed seed (deterministic), and the
-    collapse diagnostics: KL per latent dimension and the number of active units. Training's
-    per-epoch validation is this function (vaelab.workflows.train passes it to fit)."""
-    was_training = model.training
+def evaluate(model: VAE, split: Split, *, k: int = 500, batch_size: int = 0, seed: int = 0,
+             cond_dim: int = 0, objective: str = "elbo", value_range: str | None = None,
+             levels: int | None = None, iwae_k: int = 0, budget: int | None = None,
+             progress: bool = False) -> dict[str, Any]:
+    """All the numbers of `vaelab evaluate` on one split, as a JSON-ready dict (keys: module
+    docstring).
+
+    Args:
+        model: a trained VAE (put in eval mode here).
+        split: the data, x (N, *x_shape) and labels y (N,) used only by conditional models.
+        k: importance samples per example for the IS estimate; 0 skips it.
+        batch_size: examples per batch (0: chosen so k samples of a batch fit the budget).
+        seed: seeds the sampling; the numbers depend on it only, not on batch_size, budget
+            or device.
+        cond_dim: the model's condition size (conditional VAEs get one-hot labels).
+        objective: the run's objective name ("ae": reconstruction only).
+        value_range: the data's, binary | unit | real (None: read off the values).
+        levels: the data's quantisation levels L (None: continuous or unknown).
+        iwae_k: also report the IWAE-k bound with this k (0: not).
+        budget: latent samples decoded at once (default `sample_budget`); speed only.
+        progress: show a progress bar.
+    """
+    start = time.perf_counter()
+    q = describe(likelihood_support(model), value_range or value_range_of(split.x), levels,
+                 cond_dim, objective)
+    _check_values(q, split.x)
+    if cond_dim and split.y is None:
+        raise VaelabError("evaluate: a conditional model needs the split's labels; it has none")
     model.eval()
+    n = len(split)
     device = next(model.parameters()).device
-    gen = torch.Generator(device=device).manual_seed(seed)
-    sums = torch.zeros(3, device=device)
-    kl_dims = torch.zeros(model.latent_dim, device=device)
-    locs = []
-    for i in range(0, len(split), batch_size):
+    budget = budget or sample_budget(device)
+    result: dict[str, Any] = {"n": n, "quantity": dataclasses.asdict(q),
+                              "latent_dim": model.latent_dim}
+    result |= elbo_metrics(model, split, seed=seed, cond_dim=cond_dim, objective=objective,
+                           batch_size=batch_size or ELBO_BATCH)
+    if q.density_model and (k or iwae_k):
+        batch_size = batch_size or max(1, min(n, 1000, budget // max(k, iwae_k)))
+        result |= _importance_sampled(model, split, q, k=k, iwae_k=iwae_k, seed=seed,
+                                      cond_dim=cond_dim, batch_size=batch_size, budget=budget,
+                                      progress=progress)
+    result["seconds"] = round(time.perf_counter() - start, 3)
+    return result
+
+
+def _importance_sampled(model: VAE, split: Split, q: Quantity, *, k: int, iwae_k: int,
+                        seed: int, cond_dim: int, batch_size: int, budget: int,
+                        progress: bool) -> dict[str, Any]:
+    """The IS estimate (on dequantised x where `q` says so) and the IWAE-k bound (on x)."""
+    device = next(model.parameters()).device
+    logp, bound = [], []
+    batches = range(0, len(split), batch_size)
+    for i in tqdm(batches, desc="evaluate", unit="batch", disable=not progress):
         x = split.x[i:i + batch_size].to(device)
-        y = None if split.y is None else split.y[i:i + batch_size].to(device)
-        out = model(x, one_hot(y, cond_dim), generator=gen)
-        loss = elbo(out, x)
-        sums += torch.stack([loss.elbo.sum(), loss.reconstruction.sum(), loss.kl.sum()])
-        kl_dims += kl_per_dim(out.qz, out.pz).float().sum(0)
-        locs.append(out.qz.mean.float())
-    model.train(was_training)
-    e, r, k = (sums / len(split)).tolist()
-    return {"elbo": e, "reconstruction": r, "kl": k,
-            "kl_per_dim": [round(v, 5) for v in (kl_dims / len(split)).tolist()],
-            "active_units": int(active_units(torch.cat(locs)).sum())}
+        y = None if split.y is None else one_hot(split.y[i:i + batch_size].to(device), cond_dim)
+        index = list(range(i, i + len(x)))
+        if k:
+            scored = (dequantise(x, q.dequantise, ExampleNoise(seed, DEQUANTISE_STREAM, index))
+                      if q.dequantise else x)
+            logp.append(log_likelihood(model, scored, y, k, budget=budget,
+                                       noise=ExampleNoise(seed, IS_STREAM, index)))
+        if iwae_k:
+            bound.append(log_likelihood(model, x, y, iwae_k, budget=budget,
+                                        noise=ExampleNoise(seed, IWAE_STREAM, index)))
+    result: dict[str, Any] = {}
+    if iwae_k:
+        result |= {"iwae_k": iwae_k, "iwae_bound": torch.cat(bound).mean().item()}
+    if k:
+        result |= _estimate_keys(q, torch.cat(logp), k, math.prod(model.x_shape))
+    return result
+
+
+def _estimate_keys(q: Quantity, logp: Tensor, k: int, dims: int) -> dict[str, Any]:
+    """The IS estimate under its name, its standard error of the mean, NLL and bits/dim."""
+    mean = logp.mean().item()
+    sem = (logp.std() / math.sqrt(len(logp))).item() if len(logp) > 1 else None
+    sign = -1 if q.kind == "cross_entropy" else 1  # a cross-entropy is reported positive
+    out: dict[str, Any] = {"k": k, q.estimate: sign * mean, f"{q.estimate}_sem": sem}
+    if q.nll:
+        out[q.nll] = -mean
+    if q.bits_per_dim:  # a Bernoulli is a probability already; a density adds D ln L
+        out[q.bits_per_dim] = (-mean + dims * math.log(q.dequantise or 1)) / (dims * math.log(2))
+    return out
+
+
+# what log p(x|z) is, per kind ({c}: ",y" for a conditional model)
+RECONSTRUCTION = {"log_likelihood": "log p(x|z{c})",
+                  "cross_entropy": "-cross-entropy(x, p(x|z{c}))",
+                  "log_density": "log-density p(x|z{c})"}
+# what the ELBO bounds, per kind ({g}: "|y" for a conditional model)
+BOUNDED = {"log_likelihood": "log p(x{g})", "cross_entropy": "-cross-entropy",
+           "log_density": "log-density p(x{g})"}
+ESTIMATED = {"log_likelihood": "log p(x{g})", "cross_entropy": "cross-entropy",
+             "log_density": "log-density p(x{g})"}
+
+
+def evaluate_run(model: VAE, config: Config, data: Data, split: str = "test", *, k: int = 500,
+                 seed: int = 0, limit: int | None = None, progress: bool = False) -> dict[str, Any]:
+    """`evaluate` on one split of a run's data, scored as the run's model sees it: the
+    objective, the condition and the data's values (binary after --binarize) from its config.
+
+    The train split of a run trained with dynamic binarization is binarized once, with the
+    fixed seed that binarized valid and test.
+    """
+    part = getattr(data, split)
+    if part is None:
+        raise VaelabError(f"--split {split}: this run has no {split} split")
+    if limit is not None:
+        part = part.subset(torch.arange(min(limit, len(part))))
+    if config.data.binarize == "dynamic" and split == "train":
+        gen = torch.Generator().manual_seed(BINARIZE_SEED)
+        part = Split(dynamic_binarize(part.x, gen), part.y)
+    o = config.objective
+    result = evaluate(model, part, k=k, seed=seed, cond_dim=config.model.cond_dim,
+                      objective=o.name, value_range=data.value_range, levels=data.levels,
+                      iwae_k=o.num_samples if o.name == "iwae" else 0, progress=progress)
+    return result | {"split": split, "dataset": data.name}
 
 
 def format_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
-    """The evaluation dict as (label, value) rows, for the terminal table and the HTML report."""
-    rows = [("examples", f"{result['n']}"),
-            ("ELBO (nats)", f"{result['elbo']:.3f}"),
-            ("  E_q log p(x|z)", f"{result['reconstruction']:.3f}"),
-            ("  KL(q(z|x) || p(z))", f"{result['kl']:.3f}")]
-    if "log_likelihood" in result:
-        rows += [(f"log p(x), IS k={result['k']}",
-                  f"{result['log_likelihood']:.3f} +- {result['log_likelihood_stderr']:.3f}"),
-                 ("NLL (nats)", f"{result['nll']:.3f}"),
-                 ("bits/dim", f"{result['bits_per_dim']:.4f}")]
+    """(label, value text) rows of an `evaluate` result: the one place labels are defined."""
+    if "quantity" not in result:
+        raise VaelabError("evaluation: this result names no quantity (an older vaelab wrote "
+                          "it); run `vaelab evaluate` again")
+    q = Quantity(**result["quantity"])
+    c, g = (",y", "|y") if q.conditional else ("", "")
+    recon = RECONSTRUCTION[q.kind].format(c=c)
+    rows = [("examples", f"{result['n']}")]
+    if not q.density_model:
+        rows.append((f"{recon} at z = E_q[z] (nats)", f"{result['reconstruction']:.3f}"))
+    else:
+        bounded = BOUNDED[q.kind].format(g=g)
+        rows += [(f"ELBO on {bounded} (nats)", f"{result['elbo']:.3f}"),
+                 (f"  E_q {recon}", f"{result['reconstruction']:.3f}"),
+                 (f"  KL(q(z|x{c}) || p(z))", f"{result['kl']:.3f}")]
+        if "iwae_bound" in result:
+            rows.append((f"IWAE bound on {bounded}, k={result['iwae_k']} (nats)",
+                         f"{result['iwae_bound']:.3f}"))
+    if q.estimate in result:
+        what = ESTIMATED[q.kind].format(g=g)
+        what += f" of x dequantised to {q.dequantise} levels" if q.dequantise else ""
+        sem = result[f"{q.estimate}_sem"]
+        rows.append((f"{what}, IS k={result['k']} (nats)", f"{result[q.estimate]:.3f}"
+                     + ("" if sem is None else f" +- {sem:.3f} s.e.m.")))
+        if q.nll:
+            rows.append((f"NLL, -log p(x{g}) (nats)", f"{result[q.nll]:.3f}"))
+        if q.bits_per_dim:
+            deq = f", dequantised ({q.dequantise} levels)" if q.dequantise else ""
+            rows.append((f"bits/dim{deq}{', given y' if q.conditional else ''}",
+                         f"{result[q.bits_per_dim]:.4f}"))
     rows.append(("active units", f"{result['active_units']} / {result['latent_dim']}"))
-    rows.append(("KL per dim", " ".join(f"{v:.2f}" for v in result["kl_per_dim"])))
+    if "kl_per_dim" in result:
+        rows.append(("KL per dim", " ".join(f"{v:.2f}" for v in result["kl_per_dim"])))
+    if q.note:
+        rows.append(("note", q.note))
     return rows
 
 
 def format_table(result: dict[str, Any]) -> str:
     """The evaluation dict as aligned text lines for a terminal."""
     rows = format_rows(result)
-    width = max(len(r[0]) for r in rows)
+    width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

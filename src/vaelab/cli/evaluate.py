@@ -1,14 +1,20 @@
-"""vaelab evaluate: test ELBO, importance-sampled log-likelihood, KL per dimension, active units."""
+"""vaelab evaluate: test ELBO, an importance-sampled log p(x) (or what the run's likelihood gives
+on its data: a cross-entropy, a dequantised log-density), KL per dimension, active units."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from vaelab.cli.common import add_run_argument
 
+if TYPE_CHECKING:
+    pass
+
 NAME = "evaluate"
-HELP = "evaluate a trained run: ELBO, IS log-likelihood (nats, bits/dim), KL, active units"
+HELP = ("evaluate a trained run: ELBO, importance-sampled log p(x) with bits/dim (or what the "
+        "likelihood gives on the data), KL, active units")
 EXAMPLE = "vaelab evaluate runs/digits --samples 1000 --json"
 
 
@@ -25,27 +31,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
+    from vaelab.cli.common import load_model
     from vaelab.data import load_data
     from vaelab.errors import VaelabError
-    from vaelab.evaluation import evaluate, format_table
-    from vaelab.runfolder import load, read_config, write_json
+    from vaelab.evaluation import evaluate_run, format_table
+    from vaelab.runfolder import read_config, write_json
 
     config = read_config(args.run)
-    model = load(args.run, device=args.device)
+    model, step = load_model(args)  # says so when the run is unfinished
     data = load_data(config.data)
-    split = getattr(data, args.split)
-    if split is None:
-        raise VaelabError(f"--split {args.split}: this run has no {args.split} split")
-    if args.limit is not None:
-        if args.limit < 1:
-            raise VaelabError("--limit must be >= 1")
-        split = split.subset(slice(0, args.limit))
+    if args.limit is not None and args.limit < 1:
+        raise VaelabError("--limit must be >= 1")
     k = args.samples if args.samples is not None else (5000 if args.protocol == "paper" else 500)
     if k < 0:
         raise VaelabError("--samples must be >= 0")
-    result = evaluate(model, split, k=k, seed=args.seed, cond_dim=config.model.cond_dim,
-                      progress=not args.json)
-    result |= {"split": args.split, "dataset": data.name, "protocol": args.protocol}
+    result = evaluate_run(model, config, data, args.split, k=k, seed=args.seed, limit=args.limit,
+                          progress=not args.json)
+    result |= {"protocol": args.protocol, "model_step": step}
     write_json(args.run / f"evaluation-{args.split}.json", result)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from vaelab import runfolder
 from vaelab.config import Config
 from vaelab.data import Data, load_data
-from vaelab.evaluation import evaluate, format_rows
+from vaelab.evaluation import evaluate_run, format_rows
 from vaelab.models import VAE
 from vaelab.workflows import figures
 from vaelab.workflows.run import training_figures
@@ -94,9 +94,8 @@ def evaluation(run: Path, model: VAE, config: Config, data: Data, k: int,
     path = run / "evaluation-test.json"
     if runfolder.is_current(path, state):
         return json.loads(path.read_text())
-    result = evaluate(model, data.test, k=k, cond_dim=config.model.cond_dim)
-    result |= {"split": "test", "dataset": data.name, "protocol": "quick",
-               "model_step": state.step}
+    result = evaluate_run(model, config, data, "test", k=k)
+    result |= {"protocol": "quick", "model_step": state.step}
     runfolder.write_json(path, result)
     return result
 

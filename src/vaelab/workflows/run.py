@@ -32,8 +32,8 @@ def train(config: Config, run: str | Path, *, data: Data | None = None, resume: 
         progress: show a tqdm progress bar.
         figures: write samples/reconstructions/curves/latent PNGs at the end.
     """
-    cond_dim = config.model.cond_dim
-    validate = functools.partial(elbo_metrics, seed=VALIDATION_SEED, cond_dim=cond_dim)
+    validate = functools.partial(elbo_metrics, seed=VALIDATION_SEED,
+                                 cond_dim=config.model.cond_dim, objective=config.objective.name)
     result = fit(config, run, data=data, resume=resume, overwrite=overwrite, device=device,
                  progress=progress, validate=validate)
     from vaelab.distributed import is_main_process

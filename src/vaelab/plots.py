@@ -109,13 +109,17 @@ def restoration_figure(corrupted: np.ndarray, restored: np.ndarray, original: np
     return row_grid(rows, title, row_labels=names)
 
 
-def curves(history: list[dict[str, Any]], train_records: list[dict[str, Any]]) -> Figure:
-    """Training ELBO per logged step and validation ELBO per epoch, against epochs."""
+def curves(history: list[dict[str, Any]], train_records: list[dict[str, Any]],
+           bound: str | None = "elbo") -> Figure:
+    """The training objective's bound (logged under `bound`; None: none) and KL per logged
+    step, and the validation ELBO and KL per epoch, against epochs."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     if train_records:
         ep = [r["epoch"] for r in train_records]
-        ax1.plot(ep, [r["elbo"] for r in train_records], label="train ELBO", lw=1)
-        ax2.plot(ep, [r["kl"] for r in train_records], label="train KL", lw=1)
+        if bound is not None:
+            ax1.plot(ep, [r[bound] for r in train_records], label=f"train {bound}", lw=1)
+        if "kl" in train_records[0]:
+            ax2.plot(ep, [r["kl"] for r in train_records], label="train KL", lw=1)
     valid = [r for r in history if "valid_elbo" in r]
     if valid:
         ep = [r["epoch"] for r in valid]
@@ -211,6 +215,7 @@ def training_figures(result: TrainResult) -> None:
     import torch
 
     from vaelab.exploration import latent_codes, reconstruct, sample
+    from vaelab.objectives import OBJECTIVES
     from vaelab.runfolder import read_metrics
 
     model, data, run = result.model, result.data, result.run
@@ -223,7 +228,8 @@ def training_figures(result: TrainResult) -> None:
                                     as_images(recons, model.x_shape)), run / "reconstructions.png")
     records = read_metrics(run)
     save_figure(curves([r for r in records if r.get("split") == "epoch"],
-                       [r for r in records if r.get("split") == "train"]), run / "curves.png")
+                       [r for r in records if r.get("split") == "train"],
+                       OBJECTIVES[result.config.objective.name].bound), run / "curves.png")
     codes, axes = latent_codes(model, data.test, limit=2000)
     labels = None if data.test.y is None else data.test.y[:len(codes)].numpy()
     save_figure(latent_scatter(codes, labels, f"test codes E_q[z] ({axes[2]})", axes[:2],

@@ -29,7 +29,7 @@ from vaelab.config import Config, TrainConfig, apply_defaults
 from vaelab.data import Data, Split, dynamic_binarize, load_data
 from vaelab.errors import TrainingInterrupted, VaelabError
 from vaelab.models import VAE, build_model
-from vaelab.objectives import active_units, compute_loss, elbo, is_deterministic, kl_per_dim
+from vaelab.objectives import OBJECTIVES, active_units, compute_loss, elbo, kl_per_dim
 
 EVAL_SEED = 999  # validation uses its own generator so it never shifts the training noise
 COLLAPSED_KL = 0.1  # nats: a latent dimension below this carries almost no information
@@ -181,16 +181,18 @@ def _fit(config: Config, data: Data, run: Path, ctx: distributed.Context, *, res
     n = len(data.train)
     steps_per_epoch = math.ceil(n / t.batch_size)
     ctx.check(n, t.batch_size)
-    if ctx.enabled and config.objective.name == "kl-only":  # DDP needs a gradient for every weight
-        raise VaelabError("objective kl-only leaves the decoder without gradients, which "
-                          "distributed training cannot average; train it in one process")
+    objective = OBJECTIVES[config.objective.name]
+    if ctx.enabled and not objective.trains_decoder:  # DDP needs a gradient for every weight
+        raise VaelabError(f"objective {config.objective.name} leaves the decoder without "
+                          "gradients, which distributed training cannot average; train it in one "
+                          "process")
     net = ctx.wrap(model)  # DistributedDataParallel under torchrun: averages the gradients
     bar = tqdm(total=t.epochs * steps_per_epoch, initial=step, disable=not (progress and ctx.is_main),
                desc=f"train {run.name}", unit="step", dynamic_ncols=True, file=sys.stderr)
     x_all, y_all = data.train.x, data.train.y
-    num_samples, deterministic = config.objective.num_samples, is_deterministic(config.objective)
+    num_samples, deterministic = config.objective.num_samples, objective.deterministic
     bf16 = t.precision == "bf16"
-    sums = torch.zeros(3, device=dev)  # running sums of elbo, reconstruction, kl since last log
+    sums = torch.zeros(len(objective.logged), device=dev)  # sums of the logged terms since the last log
     count, bad_steps = 0, 0
     last_save = time.monotonic()
 
@@ -225,12 +227,14 @@ def _fit(config: Config, data: Data, run: Path, ctx: distributed.Context, *, res
                 x = dynamic_binarize(x, noise)
             eps = None if deterministic else ctx.shard(torch.randn(
                 num_samples, len(idx), config.model.latent_dim, generator=noise, device=dev), dim=1)
+            mean = ctx.batch_mean(len(idx))  # the objective's batch means: the global batch's
             idx, x = ctx.shard(idx), ctx.shard(x)  # this rank's part of the batch
             y = condition(None if y_all is None else y_all[idx].to(dev), config.model.cond_dim)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
                 out = net(x, y, num_samples=num_samples, deterministic=deterministic, eps=eps)
             # the KL warm-up and capacity schedules follow the progress in epochs
-            loss = compute_loss(config.objective, out, x, epoch=epoch + b / steps_per_epoch)
+            loss = compute_loss(config.objective, out, x, epoch=epoch + b / steps_per_epoch,
+                                mean=mean)
             optimizer.zero_grad(set_to_none=True)
             loss.loss.backward()
             grad_norm = _grad_norm(model, t.grad_clip)  # and clips it when grad_clip > 0
@@ -246,18 +250,19 @@ def _fit(config: Config, data: Data, run: Path, ctx: distributed.Context, *, res
             optimizer.step()
             step += 1
             with torch.no_grad():
-                sums += torch.stack([loss.elbo.sum(), loss.reconstruction.sum(), loss.kl.sum()])
+                sums += torch.stack([v.sum() for v in objective.terms(loss).values()])
             count += len(idx)
             bar.update(1)
             if step % t.log_every == 0:
                 ctx.sum(sums)  # totals over all ranks (nothing to do in one process)
                 count = ctx.sum_int(count)
                 progress_ = epoch + (b + 1) / steps_per_epoch
-                record = _averages(sums, count) | {"step": step, "epoch": round(progress_, 4)}
+                averages = dict(zip(objective.logged, (sums / max(count, 1)).tolist(), strict=True))
+                record = averages | {"step": step, "epoch": round(progress_, 4)}
                 record |= loss.metrics | {"lr": optimizer.param_groups[0]["lr"]}  # schedules
                 if ctx.is_main:
                     runfolder.append_jsonl(run / runfolder.METRICS, {"split": "train"} | record)
-                bar.set_postfix(elbo=f"{record['elbo']:.2f}", kl=f"{record['kl']:.2f}")
+                bar.set_postfix({k: f"{v:.2f}" for k, v in averages.items()})
                 sums.zero_()
                 count = 0
             stopping = ctx.any_rank(bool(stop.signum))  # Ctrl-C/SIGTERM here or on another rank
@@ -347,7 +352,7 @@ def collapse_warning(record: dict[str, Any], config: Config) -> str | None:
     Collapsed: most dimensions are inactive (their posterior mean hardly moves with x) and most
     carry under COLLAPSED_KL nats of KL (q(z_j|x) is close to p(z_j)).
     """
-    if "valid_active_units" not in record or config.objective.name in ("ae", "kl-only"):
+    if "valid_active_units" not in record or not OBJECTIVES[config.objective.name].shapes_kl:
         return None
     active, dims = record["valid_active_units"], config.model.latent_dim
     collapsed = sum(kl < COLLAPSED_KL for kl in record["valid_kl_per_dim"])

@@ -1,5 +1,7 @@
 """DistributedDataParallel on CPU: two gloo processes under torchrun train the same model as one
-process with the same global batch, write one run folder, and resume."""
+process with the same global batch, write one run folder, and resume. The batch means of the
+objectives are the global batch's (BatchMean), so shards of unequal size and the non-linear
+free bits and capacity match one process too."""
 
 from __future__ import annotations
 
@@ -16,11 +18,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import vaelab
 from vaelab.cli import main
+from vaelab.config import ModelConfig, ObjectiveConfig
 from vaelab.distributed import Context
+from vaelab.models import build_model
+from vaelab.objectives import BatchMean, compute_loss
 
 # A stochastic objective with noise in two places (dynamic binarization, z = mu + sigma * eps):
 # the ranks draw the whole batch's noise in step, so 2 processes take one process's steps.
+# Free bits and capacity are non-linear in the batch mean, and an odd batch size splits into
+# unequal shards: 33 + 32 examples, and 30 + 29 in the epoch's last batch (1294 = 19 * 65 + 59).
 CONFIG = """
 [data]
 name = "digits"
@@ -28,9 +36,14 @@ binarize = "dynamic"
 [model]
 hidden = [32]
 latent_dim = 4
+[objective]
+free_bits = 0.3
+capacity = 8.0
+capacity_epochs = 3
+gamma = 20.0
 [train]
 epochs = 2
-batch_size = 64
+batch_size = 65
 log_every = 5
 """
 
@@ -46,7 +59,10 @@ def torchrun_command(args: list[str]) -> list[str]:
             "--master_addr=127.0.0.1", f"--master_port={free_port()}", "-m", "vaelab", *args]
 
 
-ENV = os.environ | {"OMP_NUM_THREADS": "1"}
+# the ranks import the vaelab under test (a relative PYTHONPATH would not reach them in tmp_path)
+SOURCE = str(Path(vaelab.__file__).resolve().parents[1])
+ENV = os.environ | {"OMP_NUM_THREADS": "1",
+                    "PYTHONPATH": os.pathsep.join([SOURCE, os.environ.get("PYTHONPATH", "")])}
 
 
 def torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -91,6 +107,67 @@ def test_two_gloo_processes_match_one_process_and_resume(tmp_path: Path) -> None
         assert r2["elbo"] == pytest.approx(r1["elbo"], rel=1e-4)
     assert [r["epoch"] for r in epochs2] == [0, 1, 2]  # 0: the untrained model
     assert epochs2[-1]["valid_elbo"] == pytest.approx(epochs1[-1]["valid_elbo"], rel=1e-4)
+
+
+def two_rank_losses(model: torch.nn.Module, config: ObjectiveConfig, x: torch.Tensor,
+                    eps: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
+    """Each rank's loss when x (B, ...) and the noise eps (S, B, D) are split into shards of
+    `sizes`, with a fake all_reduce that sums over both ranks: a first pass records the local
+    sums that each rank hands to all_reduce (they never depend on what it returns), the second
+    returns their totals, call by call."""
+    shards = list(zip(x.split(sizes), eps.split(sizes, dim=1), strict=True))
+    handed: list[list[torch.Tensor]] = [[], []]
+    for rank, (x_r, eps_r) in enumerate(shards):
+        record = BatchMean(len(x), 2, lambda t, rank=rank: handed[rank].append(t.clone()) or t)
+        compute_loss(config, model(x_r, num_samples=len(eps), eps=eps_r), x_r, mean=record)
+    losses = []
+    for x_r, eps_r in shards:
+        totals = iter([a + b for a, b in zip(*handed, strict=True)])
+        mean = BatchMean(len(x), 2, lambda t, totals=totals: t.copy_(next(totals)))
+        losses.append(compute_loss(config, model(x_r, num_samples=len(eps), eps=eps_r), x_r,
+                                   mean=mean).loss)
+    return losses
+
+
+# The floor and the targets lie between the shards' values and the whole batch's: the batch's
+# KL of dimension 0 is 0.047 nats (shards: 0.040, 0.051), its KL 0.077 (0.066, 0.083), its
+# free-bits penalty 0.137 (0.135, 0.141). So the plain per-shard means go wrong.
+@pytest.mark.parametrize("config", [
+    ObjectiveConfig(free_bits=0.045), ObjectiveConfig(capacity=0.075, gamma=50.0),
+    ObjectiveConfig(free_bits=0.045, capacity=0.138, gamma=50.0),
+    ObjectiveConfig(name="iwae", num_samples=3),
+], ids=["free-bits", "capacity", "both", "iwae"])
+def test_batch_mean_weighs_unequal_shards_as_one_process(config: ObjectiveConfig) -> None:
+    """Shards of 3 and 5 examples: DDP averages the two ranks' gradients, and that average is
+    the gradient of one process on the whole batch; the plain per-shard mean is not."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(latent_dim=3, hidden=[8], likelihood="bernoulli",
+                                    x_shape=[1, 4, 4]))
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(8, 1, 4, 4, generator=gen)
+    eps = torch.randn(config.num_samples, 8, 3, generator=gen)  # (S, B, D)
+    params = list(model.parameters())
+
+    def gradient(loss: torch.Tensor) -> torch.Tensor:
+        return torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)])
+
+    one = compute_loss(config, model(x, num_samples=len(eps), eps=eps), x).loss
+    ranks = two_rank_losses(model, config, x, eps, [3, 5])
+    for loss in ranks:  # every rank sees the whole batch's loss
+        torch.testing.assert_close(loss, one)
+    per_shard = [compute_loss(config, model(x_r, num_samples=len(eps), eps=eps_r), x_r).loss
+                 for x_r, eps_r in zip(x.split([3, 5]), eps.split([3, 5], dim=1), strict=True)]
+    expected = gradient(one)
+    torch.testing.assert_close(sum(gradient(loss) for loss in ranks) / 2, expected)
+    naive = sum(gradient(loss) for loss in per_shard) / 2
+    assert (naive - expected).norm() > 0.1 * expected.norm()
+
+
+def test_the_context_of_a_rank_takes_global_batch_means() -> None:
+    mean = Context(rank=1, world_size=2).batch_mean(7)
+    assert (mean.batch_size, mean.world_size, mean.all_reduce is not None) == (7, 2, True)
+    values = torch.arange(6.0).reshape(3, 2)
+    torch.testing.assert_close(Context().batch_mean(7)(values), values.mean(0))  # one process
 
 
 def test_one_process_context_does_nothing() -> None:

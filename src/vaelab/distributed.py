@@ -2,9 +2,13 @@
 
 PyTorch DistributedDataParallel (https://pytorch.org/docs/stable/notes/ddp.html): every rank
 holds the whole model, takes its shard of each global batch of the same epoch permutation, and
-the gradients are averaged across ranks during backward. With equal shards that average is the
-gradient of the global batch's mean loss, so N ranks of batch_size/N take the same steps as one
-process with batch_size (up to floating-point summation order).
+the gradients are averaged across ranks during backward. The objectives take every batch mean
+over the global batch (`Context.batch_mean`, a vaelab.objectives.BatchMean): the per-example
+sums are added up over the ranks first, so the loss is the whole batch's (free bits and
+capacity are non-linear in the batch mean), and each rank's gradient is scaled so that after
+the averaging every example weighs 1/batch_size, also when the shards differ in size. So N
+ranks take the same steps as one process with the same batch_size (up to floating-point
+summation order).
 
 The noise (dynamic binarization, the reparameterisation's eps) comes from one stream that every
 rank draws in step for the whole global batch, keeping its own rows: so stochastic objectives
@@ -25,6 +29,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from vaelab.errors import VaelabError
+from vaelab.objectives import BatchMean
 
 T = TypeVar("T")
 
@@ -65,6 +70,13 @@ class Context:
     def shard(self, t: Tensor, dim: int = 0) -> Tensor:
         """This rank's contiguous part of a global batch: B rows along `dim` -> about B/N."""
         return t.tensor_split(self.world_size, dim=dim)[self.rank] if self.enabled else t
+
+    def batch_mean(self, batch_size: int) -> BatchMean:
+        """The mean over a global batch of `batch_size` examples, of which this rank holds its
+        shard (see BatchMean); in one process, the plain mean."""
+        if not self.enabled:
+            return BatchMean()
+        return BatchMean(batch_size, self.world_size, self.sum)
 
     def sum(self, t: Tensor) -> Tensor:
         """Sums t over ranks, in place; returns t."""

@@ -107,19 +107,32 @@ def restoration_figure(corrupted: np.ndarray, restored: np.ndarray, original: np
     return row_grid(rows, title, row_labels=names)
 
 
-def curves(history: list[dict[str, Any]], train_records: list[dict[str, Any]]) -> Figure:
-    """Training ELBO per logged step and validation ELBO per epoch, against epochs."""
+BOUND_NAMES = {"elbo": "ELBO", "iwae_bound": "IWAE bound"}  # metrics.jsonl key -> label
+
+
+def curves(history: list[dict[str, Any]], train_records: list[dict[str, Any]],
+           bound: str | None = "elbo", bound_label: str | None = None) -> Figure:
+    """Left: the training objective's bound (logged under `bound`) per logged step and the
+    validation ELBO per epoch; for an objective without a bound (a plain autoencoder) the
+    reconstruction term instead. Right: the KL term, where there is one."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    key = bound or "reconstruction"
+    label = bound_label or BOUND_NAMES.get(key, key)
     if train_records:
         ep = [r["epoch"] for r in train_records]
-        ax1.plot(ep, [r["elbo"] for r in train_records], label="train ELBO", lw=1)
-        ax2.plot(ep, [r["kl"] for r in train_records], label="train KL", lw=1)
-    valid = [r for r in history if "valid_elbo" in r]
+        ax1.plot(ep, [r[key] for r in train_records], label=f"train {label}", lw=1)
+        if "kl" in train_records[0]:
+            ax2.plot(ep, [r["kl"] for r in train_records], label="train KL", lw=1)
+    valid_key = "valid_elbo" if bound else "valid_reconstruction"
+    valid = [r for r in history if valid_key in r]
     if valid:
         ep = [r["epoch"] for r in valid]
-        ax1.plot(ep, [r["valid_elbo"] for r in valid], "o-", ms=3, label="validation ELBO")
-        ax2.plot(ep, [r["valid_kl"] for r in valid], "o-", ms=3, label="validation KL")
-    ax1.set(xlabel="epoch", ylabel="ELBO (nats per example)", title="ELBO (higher is better)")
+        ax1.plot(ep, [r[valid_key] for r in valid], "o-", ms=3,
+                 label="validation ELBO" if bound else "validation reconstruction")
+        if "valid_kl" in valid[0]:
+            ax2.plot(ep, [r["valid_kl"] for r in valid], "o-", ms=3, label="validation KL")
+    what = "bounds on log p(x)" if bound else "reconstruction log p(x|z)"
+    ax1.set(xlabel="epoch", ylabel="nats per example", title=f"{what} (higher is better)")
     ax2.set(xlabel="epoch", ylabel="KL (nats per example)", title="KL(q(z|x) || p(z))")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)

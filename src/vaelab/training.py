@@ -31,7 +31,7 @@ from vaelab.data import Data, Split, dynamic_binarize, load_data
 from vaelab.device import resolve_device
 from vaelab.errors import TrainingInterrupted, VaelabError, VaelabWarning
 from vaelab.models import LIKELIHOODS, VAE, build_model, one_hot
-from vaelab.objectives import compute_loss, is_deterministic
+from vaelab.objectives import OBJECTIVES, compute_loss
 
 COLLAPSED_KL = 0.1  # nats: a latent dimension below this carries almost no information
 
@@ -159,9 +159,11 @@ class Trainer:
         self.epoch_shuffle_state = self.shuffle.get_state()
         self.steps_per_epoch = math.ceil(len(data.train) / t.batch_size)
         ctx.check(len(data.train), t.batch_size)
-        if ctx.enabled and config.objective.name == "kl-only":  # DDP needs every gradient
-            raise VaelabError("objective kl-only leaves the decoder without gradients, which "
-                              "distributed training cannot average; train it in one process")
+        self.objective = OBJECTIVES[config.objective.name]
+        if ctx.enabled and not self.objective.trains_decoder:  # DDP needs every gradient
+            raise VaelabError(f"objective {config.objective.name} leaves the decoder without "
+                              "gradients, which distributed training cannot average; train it "
+                              "in one process")
         self.resumed = resume
         if resume:
             self._resume()
@@ -170,7 +172,8 @@ class Trainer:
                         disable=not (progress and ctx.is_main), desc=f"train {run.name}",
                         unit="step", dynamic_ncols=True, file=sys.stderr)
         self.last_save = time.monotonic()
-        self.sums = torch.zeros(3, device=dev)  # elbo, reconstruction, kl since the last log
+        # sums of the logged terms (the objective's bound, reconstruction, kl) since the last log
+        self.sums = torch.zeros(len(self.objective.logged), device=dev)
         self.count = 0
 
     def _resume(self) -> None:
@@ -239,18 +242,20 @@ class Trainer:
         x = self.data.train.x[idx].to(dev, non_blocking=True)
         if config.data.binarize == "dynamic":
             x = dynamic_binarize(x, self.noise)
-        num_samples, deterministic = config.objective.num_samples, is_deterministic(config.objective)
+        num_samples, deterministic = config.objective.num_samples, self.objective.deterministic
         # every rank draws the noise of the whole batch and keeps its own rows, so N
         # processes take the steps one process would (up to floating-point rounding)
         eps = None if deterministic else ctx.shard(torch.randn(
             num_samples, len(idx), config.model.latent_dim, generator=self.noise, device=dev), dim=1)
+        mean = ctx.batch_mean(len(idx))  # the objective's batch means: the global batch's
         idx, x = ctx.shard(idx), ctx.shard(x)  # this rank's part of the batch
         y_all = self.data.train.y
         y = one_hot(None if y_all is None else y_all[idx].to(dev), config.model.cond_dim)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
             out = self.net(x, y, num_samples=num_samples, deterministic=deterministic, eps=eps)
         # the KL warm-up and capacity schedules follow the progress in epochs
-        loss = compute_loss(config.objective, out, x, epoch=self.epoch + b / self.steps_per_epoch)
+        loss = compute_loss(config.objective, out, x, epoch=self.epoch + b / self.steps_per_epoch,
+                            mean=mean)
         self.optimizer.zero_grad(set_to_none=True)
         loss.loss.backward()
         grad_norm = _grad_norm(self.model, t.grad_clip)  # and clips it when grad_clip > 0
@@ -267,7 +272,7 @@ class Trainer:
         self.optimizer.step()
         self.step += 1
         with torch.no_grad():
-            self.sums += torch.stack([loss.elbo.sum(), loss.reconstruction.sum(), loss.kl.sum()])
+            self.sums += torch.stack([v.sum() for v in self.objective.terms(loss).values()])
         self.count += len(idx)
         self.bar.update(1)
         if self.step % t.log_every == 0:
@@ -276,11 +281,13 @@ class Trainer:
     def _log_train(self, progress: float, metrics: dict[str, float]) -> None:
         self.ctx.sum(self.sums)  # totals over all ranks (nothing to do in one process)
         count = self.ctx.sum_int(self.count)
-        record = _averages(self.sums, count) | {"step": self.step, "epoch": round(progress, 4)}
+        averages = dict(zip(self.objective.logged, (self.sums / max(count, 1)).tolist(),
+                            strict=True))
+        record = averages | {"step": self.step, "epoch": round(progress, 4)}
         record |= metrics | {"lr": self.optimizer.param_groups[0]["lr"]}  # the schedules
         if self.ctx.is_main:
             runfolder.append_jsonl(self.run_dir / runfolder.METRICS, {"split": "train"} | record)
-        self.bar.set_postfix(elbo=f"{record['elbo']:.2f}", kl=f"{record['kl']:.2f}")
+        self.bar.set_postfix({k: f"{v:.2f}" for k, v in averages.items()})
         self.sums.zero_()
         self.count = 0
 
@@ -332,11 +339,6 @@ def learning_rate(t: TrainConfig, step: int, steps_per_epoch: int) -> float:
     return t.lr_final + (t.lr - t.lr_final) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _averages(sums: Tensor, count: int) -> dict[str, float]:
-    e, r, k = (sums / max(count, 1)).tolist()
-    return {"elbo": e, "reconstruction": r, "kl": k}
-
-
 def divergence(record: dict[str, Any], run: Path, config: Config) -> str | None:
     """Why training has diverged, or None: the validation score (the ELBO; the reconstruction
     of a plain autoencoder) fell below the untrained model's by more than that score's size.
@@ -344,8 +346,9 @@ def divergence(record: dict[str, Any], run: Path, config: Config) -> str | None:
     A learning rate far too high can leave every number finite while the model falls apart:
     after `--lr 10` the validation ELBO of digits reaches about -1e10 nats.
     """
-    key = "valid_reconstruction" if is_deterministic(config.objective) else "valid_elbo"
-    if config.objective.name == "kl-only" or key not in record or record["epoch"] == 0:
+    objective = OBJECTIVES[config.objective.name]
+    key = "valid_reconstruction" if objective.deterministic else "valid_elbo"
+    if not objective.trains_decoder or key not in record or record["epoch"] == 0:
         return None
     start = next((r[key] for r in runfolder.read_metrics(run)
                   if r.get("split") == "epoch" and r.get("epoch") == 0 and key in r), None)
@@ -364,7 +367,7 @@ def collapse_warning(record: dict[str, Any], config: Config) -> str | None:
     Collapsed: most dimensions are inactive (their posterior mean hardly moves with x) and most
     carry under COLLAPSED_KL nats of KL (q(z_j|x) is close to p(z_j)).
     """
-    if "valid_active_units" not in record or config.objective.name in ("ae", "kl-only"):
+    if "valid_active_units" not in record or not OBJECTIVES[config.objective.name].shapes_kl:
         return None
     active, dims = record["valid_active_units"], config.model.latent_dim
     collapsed = sum(kl < COLLAPSED_KL for kl in record["valid_kl_per_dim"])

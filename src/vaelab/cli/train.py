@@ -27,7 +27,7 @@ FLAGS = {
     "samples": ("objective", "num_samples"), "warmup": ("objective", "warmup"),
     "warmup_epochs": ("objective", "warmup_epochs"), "cycle_ratio": ("objective", "cycle_ratio"),
     "free_bits": ("objective", "free_bits"), "capacity": ("objective", "capacity"),
-    "capacity_epochs": ("objective", "capacity_epochs"),
+    "capacity_epochs": ("objective", "capacity_epochs"), "gamma": ("objective", "gamma"),
     "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
     "lr_schedule": ("train", "lr_schedule"), "lr_final": ("train", "lr_final"),
     "lr_decay_epochs": ("train", "lr_decay_epochs"), "precision": ("train", "precision"),
@@ -74,9 +74,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="cyclical: share of each cycle spent rising (default 0.5)")
     o.add_argument("--free-bits", type=float, help="KL floor per latent dimension, nats (0: off)")
     o.add_argument("--capacity", type=float,
-                   help="capacity-controlled beta-VAE: target KL in nats, reached after "
-                   "--capacity-epochs (0: off); beta is then the weight of |KL - C|")
+                   help="capacity-controlled beta-VAE (Burgess et al. 2018): target KL C in "
+                   "nats, reached after --capacity-epochs (0: off); --gamma weighs |KL - C|")
     o.add_argument("--capacity-epochs", type=float, help="epochs for the capacity to rise")
+    o.add_argument("--gamma", type=float,
+                   help="capacity control: the weight of |KL - C| (default 1000, as Burgess et al.)")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=positive_int)
     t.add_argument("--batch-size", type=positive_int)

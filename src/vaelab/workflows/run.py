@@ -10,6 +10,7 @@ from vaelab.config import Config
 from vaelab.data import Data
 from vaelab.evaluation import elbo_metrics
 from vaelab.models import VAE
+from vaelab.objectives import OBJECTIVES
 from vaelab.training import TrainResult, fit
 from vaelab.workflows import figures
 
@@ -52,8 +53,11 @@ def training_figures(run: Path, model: VAE, data: Data) -> None:
     fig, _ = figures.reconstructions(model, data.test, 32)
     figures.save(fig, run / "reconstructions.png", step)
     records = runfolder.read_metrics(run)
+    objective = runfolder.read_config(run).objective
+    bound = OBJECTIVES[objective.name].bound
+    label = f"IWAE bound (k={objective.num_samples})" if bound == "iwae_bound" else None
     fig = plots.curves([r for r in records if r.get("split") == "epoch"],
-                       [r for r in records if r.get("split") == "train"])
+                       [r for r in records if r.get("split") == "train"], bound, label)
     figures.save(fig, run / "curves.png", step)
     fig, _, _ = figures.latent_map(model, data, method="auto", grid=15)
     figures.save(fig, run / "latent.png", step)

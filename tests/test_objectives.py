@@ -24,6 +24,7 @@ from vaelab.objectives import (
     OBJECTIVES,
     active_units,
     capacity_at,
+    check_settings,
     compute_loss,
     elbo,
     iwae,
@@ -78,12 +79,12 @@ def test_each_objectives_properties_describe_what_it_does(name):
     assert set(objective.terms(loss)) == set(objective.logged)
     # config accepts the KL-shaping settings exactly for the objectives that use them
     for shaping in ({"free_bits": 0.5}, {"beta": 2.0}, {"capacity": 5.0}, {"warmup": "linear"}):
-        settings = {"objective": {"name": name, **shaping}}
+        settings = Config.from_dict({"objective": {"name": name, **shaping}}).objective
         if objective.shapes_kl:
-            Config.from_dict(settings)
+            check_settings(settings)
         else:
             with pytest.raises(VaelabError, match="shape the ELBO"):
-                Config.from_dict(settings)
+                check_settings(settings)
 
 
 @pytest.mark.parametrize(("name", "logged"), [
@@ -277,7 +278,7 @@ def test_active_units_counts_dimensions_whose_mean_varies_over_x():
 ])
 def test_invalid_objective_settings_are_rejected_by_name(objective):
     with pytest.raises(VaelabError, match="objective"):
-        Config.from_dict({"objective": objective})
+        check_settings(Config.from_dict({"objective": objective}).objective)
 
 
 def test_beta_below_one_is_a_valid_setting():

@@ -259,9 +259,6 @@ def validate(config: Config, source: str = "config") -> None:
         (not (o.capacity and o.beta != 1),
          "objective.capacity: capacity control weighs |KL - C| by objective.gamma, not beta "
          "(Burgess et al. 2018); leave beta at 1 and set gamma"),
-        (o.name == "elbo" or not (o.warmup != "none" or o.free_bits or o.capacity or o.beta != 1),
-         f"objective.beta, warmup, free_bits and capacity shape the ELBO; the '{o.name}' "
-         f"objective does not use them (use objective.name elbo)"),
         _at_least(t.epochs, 1, "train.epochs"),
         _at_least(t.batch_size, 1, "train.batch_size"),
         _at_least(t.lr, 0, "train.lr", strict=True),

@@ -55,7 +55,7 @@ from vaelab.config import Config
 from vaelab.data import BINARIZE_SEED, Data, Split, dynamic_binarize
 from vaelab.errors import VaelabError
 from vaelab.models import VAE, Output, one_hot, rsample
-from vaelab.objectives import active_units, elbo, kl_per_dim, log_weights
+from vaelab.objectives import OBJECTIVES, active_units, elbo, kl_per_dim, log_weights
 
 SAMPLE_BUDGET = 1 << 15  # latent samples decoded at once on an accelerator: bounds memory
 CPU_SAMPLE_BUDGET = 1 << 11  # the same on a CPU, where cache-sized chunks run fastest
@@ -112,7 +112,7 @@ class Quantity:
 
     @property
     def density_model(self) -> bool:
-        return self.objective != "ae"
+        return not OBJECTIVES[self.objective].deterministic  # a plain autoencoder is not
 
     @property
     def dequantise(self) -> int | None:
@@ -172,7 +172,8 @@ def describe(support: str, value_range: str, levels: int | None = None, cond_dim
     else:
         kind = "log_density"
     continuous = kind == "log_density" and levels is None
-    note = NOTES.get("ae" if objective == "ae" else "continuous" if continuous else kind)
+    deterministic = OBJECTIVES[objective].deterministic
+    note = NOTES.get("ae" if deterministic else "continuous" if continuous else kind)
     return Quantity(support, value_range, levels, cond_dim > 0, objective, kind, note)
 
 
@@ -308,7 +309,7 @@ def elbo_metrics(model: VAE, split: Split, *, seed: int, cond_dim: int, objectiv
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    deterministic = objective == "ae"
+    deterministic = OBJECTIVES[objective].deterministic
     bound, recon, kl, kl_dims, locs = [], [], [], [], []
     for i in range(0, len(split), batch_size):
         x = split.x[i:i + batch_size].to(device)
@@ -451,7 +452,8 @@ def evaluate_run(model: VAE, config: Config, data: Data, split: str = "test", *,
     o = config.objective
     result = evaluate(model, part, k=k, seed=seed, cond_dim=config.model.cond_dim,
                       objective=o.name, value_range=data.value_range, levels=data.levels,
-                      iwae_k=o.num_samples if o.name == "iwae" else 0, progress=progress)
+                      iwae_k=o.num_samples if OBJECTIVES[o.name].bound == "iwae_bound" else 0,
+                      progress=progress)
     return result | {"split": split, "dataset": data.name}
 
 

@@ -26,6 +26,7 @@ from torch import Tensor
 from torch.distributions import Distribution, kl_divergence
 
 from vaelab.config import ObjectiveConfig
+from vaelab.errors import VaelabError
 from vaelab.models.vae import Output
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al. (2016), section 5.2
@@ -272,3 +273,12 @@ def active_units(loc: Tensor, threshold: float = ACTIVE_THRESHOLD) -> Tensor:
     if loc.shape[0] < 2:
         return torch.zeros(loc.shape[-1], dtype=torch.bool, device=loc.device)
     return loc.float().var(0) > threshold
+
+
+def check_settings(o: ObjectiveConfig) -> None:
+    """Refuses KL-shaping settings (beta, warm-up, free bits, capacity) for an objective whose
+    table entry does not use them."""
+    shaped = o.warmup != "none" or o.free_bits or o.capacity or o.beta != 1
+    if shaped and not OBJECTIVES[o.name].shapes_kl:
+        raise VaelabError(f"objective.beta, warmup, free_bits and capacity shape the ELBO; the "
+                          f"'{o.name}' objective does not use them (use objective.name elbo)")

@@ -31,7 +31,7 @@ from vaelab.data import Data, Split, dynamic_binarize, load_data
 from vaelab.device import resolve_device
 from vaelab.errors import TrainingInterrupted, VaelabError, VaelabWarning
 from vaelab.models import LIKELIHOODS, VAE, build_model, one_hot
-from vaelab.objectives import OBJECTIVES, compute_loss
+from vaelab.objectives import OBJECTIVES, check_settings, compute_loss
 
 COLLAPSED_KL = 0.1  # nats: a latent dimension below this carries almost no information
 
@@ -58,6 +58,7 @@ def prepare(config: Config, data: Data | None = None) -> tuple[Config, Data]:
     if model.cond_dim and data.train.y.dim() == 1 and int(data.train.y.max()) >= model.cond_dim:
         raise VaelabError(f"model.cond_dim {model.cond_dim} is smaller than the number of classes "
                           f"of {data.name} ({int(data.train.y.max()) + 1}); use --conditional")
+    check_settings(config.objective)
     support = LIKELIHOODS[model.likelihood].support  # binary | unit | real
     if support != "real" and data.value_range == "real":
         lo, hi = float(data.train.x.min()), float(data.train.x.max())

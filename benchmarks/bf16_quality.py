@@ -53,11 +53,11 @@ def main() -> None:
                                   "valid_elbo": run.history[-1].get("valid_elbo"),
                                   "test_elbo": score["elbo"],
                                   "test_log_likelihood": score["log_likelihood"],
-                                  "test_log_likelihood_stderr": score["log_likelihood_stderr"]}
+                                  "test_log_likelihood_sem": score["log_likelihood_sem"]}
             r = results[precision]
             rows.append([precision, f"{seconds:.2f}", f"{r['valid_elbo']:.2f}",
                          f"{r['test_elbo']:.2f}",
-                         f"{r['test_log_likelihood']:.2f} ± {r['test_log_likelihood_stderr']:.2f}"])
+                         f"{r['test_log_likelihood']:.2f} ± {r['test_log_likelihood_sem']:.2f}"])
             print(f"  {precision}: {seconds:.2f} s/epoch, test log p(x) "
                   f"{r['test_log_likelihood']:.2f}", flush=True)
     fp32, bf16 = results["fp32"], results["bf16"]

@@ -20,7 +20,7 @@ import torch
 import vaelab
 from vaelab.config import Config, DataConfig
 from vaelab.data import Data, load_data
-from vaelab.evaluation import evaluate
+from vaelab.evaluation import evaluate_run
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = os.environ.get("VAELAB_DATA", str(ROOT.parent / "shared" / "datasets"))
@@ -66,12 +66,17 @@ def train(config: Config, run: Path, d: Data, device: str) -> vaelab.training.Tr
     return result
 
 
+ESTIMATES = ("log_likelihood", "log_likelihood_given_y", "log_density_dequantised", "log_density")
+
+
 def test_numbers(result: Any, d: Data, k: int, limit: int = 0) -> dict[str, Any]:
-    """Test ELBO and importance-sampled log p(x) with k samples (first `limit` test examples)."""
-    split = d.test if not limit else d.test.subset(torch.arange(min(limit, len(d.test))))
-    numbers = evaluate(result.model, split, k=k, cond_dim=result.config.model.cond_dim)
-    return {key: numbers[key] for key in ("n", "elbo", "kl", "log_likelihood",
-                                          "log_likelihood_stderr", "active_units", "k")}
+    """Test ELBO and the importance-sampled log p(x) (log p(x|y), or a log-density, as the run's
+    likelihood gives) with k samples, on the first `limit` test examples (0: all)."""
+    numbers = evaluate_run(result.model, result.config, d, "test", k=k, limit=limit or None)
+    key = next(name for name in ESTIMATES if name in numbers)
+    return {"n": numbers["n"], "elbo": numbers["elbo"], "kl": numbers["kl"], "quantity": key,
+            "log_p": numbers[key], "log_p_sem": numbers[f"{key}_sem"],
+            "active_units": numbers["active_units"], "k": k}
 
 
 def keep(results: Path, summary: dict[str, Any], *figures: Path) -> None:

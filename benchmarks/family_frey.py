@@ -43,13 +43,13 @@ def main() -> int:
     conv = runs / "conv"
     assert vaelab_main(["traverse", str(conv), "--dims", "top:5", "--out",
                         str(conv / "traverse.png")]) == 0
-    print(f"\n{'arch':<6} {'test ELBO':>10} {'test log p(x)':>20} {'NLL':>9} {'active':>7} "
+    print(f"\n{'arch':<6} {'test ELBO':>10} {'test log p(x)':>20} {'-log p':>9} {'active':>7} "
           f"{'seconds':>8}")
     for arch, r in rows.items():
-        print(f"{arch:<6} {r['elbo']:>10.2f} {r['log_likelihood']:>12.2f} +- "
-              f"{r['log_likelihood_stderr']:.2f} {-r['log_likelihood']:>9.2f} "
+        print(f"{arch:<6} {r['elbo']:>10.2f} {r['log_p']:>12.2f} +- "
+              f"{r['log_p_sem']:.2f} {-r['log_p']:>9.2f} "
               f"{r['active_units']:>7} {r['train_seconds']:>8}")
-    print(f"(400 test faces, IS with k={args.eval_k}; {args.epochs} epochs each)")
+    print(f"(400 test faces; {rows['conv']['quantity']}, IS with k={args.eval_k}; {args.epochs} epochs each)")
     common.keep(results, {"args": vars(args), "results": rows},
                 conv / "samples.png", conv / "traverse.png", conv / "reconstructions.png")
     return 0

@@ -39,9 +39,9 @@ def main() -> int:
         rows[name]["train_seconds"] = round(result.seconds, 1)
     print(f"\n{'objective':<10} {'test ELBO':>10} {'test log p(x)':>20} {'active':>7} {'seconds':>8}")
     for name, r in rows.items():
-        print(f"{name:<10} {r['elbo']:>10.2f} {r['log_likelihood']:>12.2f} +- "
-              f"{r['log_likelihood_stderr']:.2f} {r['active_units']:>7} {r['train_seconds']:>8}")
-    elbo_ll, iwae_ll = (r["log_likelihood"] for r in rows.values())
+        print(f"{name:<10} {r['elbo']:>10.2f} {r['log_p']:>12.2f} +- "
+              f"{r['log_p_sem']:.2f} {r['active_units']:>7} {r['train_seconds']:>8}")
+    elbo_ll, iwae_ll = (r["log_p"] for r in rows.values())
     print(f"IWAE-trained minus ELBO-trained log p(x): {iwae_ll - elbo_ll:+.2f} nats "
           f"(IS with k={args.eval_k})")
     common.keep(results, {"args": vars(args), "results": rows, "gain_nats": iwae_ll - elbo_ll})

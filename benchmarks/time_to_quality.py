@@ -105,7 +105,7 @@ def main() -> None:
         score = evaluate(result.model, test, k=args.k, seed=0)
         record = {"n_test": len(test), "train_minutes": round(trained / 60, 3), "epoch": epochs,
                   "step": result.history[-1]["step"], "test_nll": round(score["nll"], 4),
-                  "test_nll_stderr": round(score["log_likelihood_stderr"], 4),
+                  "test_nll_stderr": round(score["log_likelihood_sem"], 4),
                   "test_elbo": round(score["elbo"], 4), "active_units": score["active_units"],
                   "eval_seconds": round(time.perf_counter() - start, 1),
                   "wall_minutes": round((time.perf_counter() - wall_start) / 60, 3)}
@@ -124,7 +124,7 @@ def main() -> None:
     nll = score["nll"]
     reached = "reached" if nll <= TARGET_NLL else "did not reach"
     summary = {"summary": True, "test_nll": round(nll, 4),
-               "test_nll_stderr": round(score["log_likelihood_stderr"], 4),
+               "test_nll_stderr": round(score["log_likelihood_sem"], 4),
                "test_elbo": round(score["elbo"], 4), "n_test": len(final_test), "k": args.k,
                "target_nll": TARGET_NLL, "reached": nll <= TARGET_NLL,
                "train_minutes": round(trained / 60, 3), "epochs": epochs,
@@ -132,7 +132,7 @@ def main() -> None:
                "full_protocol": args.k == 5000 and len(final_test) == 10000}
     with out.open("a") as f:
         f.write(json.dumps(summary) + "\n")
-    print(f"test NLL {nll:.2f} ± {score['log_likelihood_stderr']:.2f} nats on "
+    print(f"test NLL {nll:.2f} ± {score['log_likelihood_sem']:.2f} nats on "
           f"{len(final_test)} test images (k={args.k}) after {trained / 60:.1f} min of training "
           f"and {epochs} epochs: {reached} the target {TARGET_NLL}")
     print(f"wrote {out} and {plot_curve(out)}")

@@ -212,8 +212,9 @@ def _prior_circles(ax: Any, codes: np.ndarray) -> None:
                 label="p(z): 1 and 2 sd" if r == 1 else None)
     lo = min(-2.5, float(np.min(codes))) if len(codes) else -2.5
     hi = max(2.5, float(np.max(codes))) if len(codes) else 2.5
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(lo, hi)
+    margin = 0.04 * (hi - lo)
+    ax.set_xlim(lo - margin, hi + margin)
+    ax.set_ylim(lo - margin, hi + margin)
     ax.set_aspect("equal")
 
 

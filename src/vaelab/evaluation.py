@@ -310,7 +310,11 @@ def elbo_metrics(model: VAE, split: Split, *, seed: int, cond_dim: int, objectiv
     model.eval()
     device = next(model.parameters()).device
     deterministic = OBJECTIVES[objective].deterministic
-    bound, recon, kl, kl_dims, locs = [], [], [], [], []
+    bound: list[Tensor] = []
+    recon: list[Tensor] = []
+    kl: list[Tensor] = []
+    kl_dims: list[Tensor] = []
+    locs: list[Tensor] = []
     for i in range(0, len(split), batch_size):
         x = split.x[i:i + batch_size].to(device)
         y = None if split.y is None else one_hot(split.y[i:i + batch_size].to(device), cond_dim)
@@ -318,7 +322,10 @@ def elbo_metrics(model: VAE, split: Split, *, seed: int, cond_dim: int, objectiv
         eps = None if deterministic else noise.normal(0, 1, (model.latent_dim,), 1, device)
         out = model(x, y, deterministic=deterministic, eps=eps)
         loss = elbo(out, x)
-        bound.append(loss.elbo), recon.append(loss.reconstruction), kl.append(loss.kl)
+        assert loss.elbo is not None  # `elbo` always fills it in
+        bound.append(loss.elbo)
+        recon.append(loss.reconstruction)
+        kl.append(loss.kl)
         kl_dims.append(kl_per_dim(out.qz, out.pz).float())
         locs.append(out.qz.mean.float())
     model.train(was_training)
@@ -411,10 +418,12 @@ def _importance_sampled(model: VAE, split: Split, q: Quantity, *, k: int, iwae_k
 
 def _estimate_keys(q: Quantity, logp: Tensor, k: int, dims: int) -> dict[str, Any]:
     """The IS estimate under its name, its standard error of the mean, NLL and bits/dim."""
+    estimate = q.estimate
+    assert estimate is not None  # only density models are importance sampled
     mean = logp.mean().item()
     sem = (logp.std() / math.sqrt(len(logp))).item() if len(logp) > 1 else None
     sign = -1 if q.kind == "cross_entropy" else 1  # a cross-entropy is reported positive
-    out: dict[str, Any] = {"k": k, q.estimate: sign * mean, f"{q.estimate}_sem": sem}
+    out: dict[str, Any] = {"k": k, estimate: sign * mean, f"{estimate}_sem": sem}
     if q.nll:
         out[q.nll] = -mean
     if q.bits_per_dim:  # a Bernoulli is a probability already; a density adds D ln L

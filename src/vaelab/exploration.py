@@ -410,7 +410,7 @@ def read_images(paths: Sequence[str | Path], x_shape: Sequence[int]) -> Tensor:
     out = []
     for path in paths:
         try:
-            img = Image.open(path)
+            img: Image.Image = Image.open(path)
             img.load()
         except (OSError, UnidentifiedImageError) as e:
             raise VaelabError(f"{path}: cannot read this image ({e})") from None
@@ -429,7 +429,8 @@ def select_inputs(specs: Sequence[str], split: Split, x_shape: Sequence[int],
 
     Labels are returned only when every input is an index and the split has labels.
     """
-    xs, ys = [], []
+    xs: list[Tensor] = []
+    ys: list[Tensor | None] = []
     for spec in specs:
         if spec.lstrip("-").isdigit():
             i = int(spec)
@@ -443,5 +444,6 @@ def select_inputs(specs: Sequence[str], split: Split, x_shape: Sequence[int],
             ys.append(None)
         else:
             raise VaelabError(f"{what} {spec}: not a test-set index nor an image file")
-    y = torch.stack(ys) if all(v is not None for v in ys) else None
+    labels = [v for v in ys if v is not None]
+    y = torch.stack(labels) if len(labels) == len(ys) else None
     return torch.stack(xs), y

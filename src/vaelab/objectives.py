@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
-from torch.distributions import Distribution, kl_divergence
+from torch.distributions import Distribution, Independent, kl_divergence
 
 from vaelab.config import ObjectiveConfig
 from vaelab.errors import VaelabError
@@ -87,6 +87,9 @@ def kl_term(qz: Distribution, pz: Distribution, z: Tensor) -> Tensor:
 
 def kl_per_dim(qz: Distribution, pz: Distribution) -> Tensor:
     """KL of each latent dimension (B, D) for factorised q and p (sums to the full KL)."""
+    if not (isinstance(qz, Independent) and isinstance(pz, Independent)):
+        raise TypeError(f"kl_per_dim needs factorised (Independent) q and p, got "
+                        f"{type(qz).__name__} and {type(pz).__name__}")
     return kl_divergence(qz.base_dist, pz.base_dist)
 
 
@@ -208,7 +211,11 @@ class Objective:
 
     def terms(self, loss: Loss) -> dict[str, Tensor]:
         """The per-example terms (B,) of `loss` that training logs, by name."""
-        values = {self.bound: loss.bound, "reconstruction": loss.reconstruction, "kl": loss.kl}
+        values = {"reconstruction": loss.reconstruction, "kl": loss.kl}
+        if self.bound is not None:
+            if loss.bound is None:
+                raise ValueError(f"the loss has no bound, but the objective logs one ({self.bound})")
+            values[self.bound] = loss.bound
         return {name: values[name] for name in self.logged}
 
 

@@ -153,7 +153,7 @@ def _scatter(ax: Any, codes: np.ndarray, labels: np.ndarray | None,
         pts = codes[labels == c]
         named = class_names is not None and int(c) < len(class_names)
         ax.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.7, color=cmap(i % cmap.N),
-                   label=class_names[int(c)] if named else str(c))
+                   label=class_names[int(c)] if class_names is not None and named else str(c))
 
 
 def _legend(ax: Any) -> None:

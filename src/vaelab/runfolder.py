@@ -44,8 +44,9 @@ CONFIG, WEIGHTS, CHECKPOINT, METRICS, LOCK = (
     "config.json", "model.safetensors", "checkpoint.pt", "metrics.jsonl", ".lock")
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Calls write(tmp) on a temporary file beside `path`, fsyncs it, then renames it to `path`.
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Calls write(tmp) on a temporary file beside `path` (its result is ignored), fsyncs it, then
+    renames it to `path`.
 
     An OSError (disk full, read-only folder, permissions) becomes a VaelabError that names the
     file; `path` itself is untouched until the rename, so the previous version stays intact.

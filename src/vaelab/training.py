@@ -26,7 +26,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from vaelab import distributed, runfolder
-from vaelab.config import Config, TrainConfig, apply_defaults
+from vaelab.config import Config, TrainConfig, apply_defaults, need
 from vaelab.data import Data, Split, dynamic_binarize, load_data
 from vaelab.device import resolve_device
 from vaelab.errors import TrainingInterrupted, VaelabError, VaelabWarning
@@ -52,14 +52,14 @@ def prepare(config: Config, data: Data | None = None) -> tuple[Config, Data]:
     data = data if data is not None else load_data(config.data)
     config = apply_defaults(config, data.defaults)
     config.model.x_shape = data.x_shape
-    model = config.model
-    if model.cond_dim and data.train.y is None:
+    model, y = config.model, data.train.y
+    if model.cond_dim and y is None:
         raise VaelabError(f"data: a conditional model needs labels, and {data.name} has none")
-    if model.cond_dim and data.train.y.dim() == 1 and int(data.train.y.max()) >= model.cond_dim:
+    if model.cond_dim and y is not None and y.dim() == 1 and int(y.max()) >= model.cond_dim:
         raise VaelabError(f"model.cond_dim {model.cond_dim} is smaller than the number of classes "
-                          f"of {data.name} ({int(data.train.y.max()) + 1}); use --conditional")
+                          f"of {data.name} ({int(y.max()) + 1}); use --conditional")
     check_settings(config.objective)
-    support = LIKELIHOODS[model.likelihood].support  # binary | unit | real
+    support = LIKELIHOODS[need(model.likelihood, "model.likelihood")].support  # binary | unit | real
     if support != "real" and data.value_range == "real":
         lo, hi = float(data.train.x.min()), float(data.train.x.max())
         raise VaelabError(f"data: the {model.likelihood} likelihood needs values in [0, 1], but "
@@ -142,6 +142,8 @@ class Trainer:
         self.config, self.data, self.run_dir, self.ctx, self.stop = config, data, run, ctx, stop
         self.validate = validate if data.valid is not None and ctx.is_main else None
         t, dev = config.train, ctx.device
+        self.epochs = need(t.epochs, "train.epochs")
+        self.batch_size = need(t.batch_size, "train.batch_size")
         if t.precision == "bf16" and not (dev.type == "cpu" or (
                 dev.type == "cuda" and torch.cuda.is_bf16_supported())):
             raise VaelabError(f"train.precision bf16: not supported on {dev} here (use fp32)")
@@ -158,8 +160,8 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.step, self.skipped = 0, 0, 0, 0
         self.bad_steps = 0  # non-finite steps in a row
         self.epoch_shuffle_state = self.shuffle.get_state()
-        self.steps_per_epoch = math.ceil(len(data.train) / t.batch_size)
-        ctx.check(len(data.train), t.batch_size)
+        self.steps_per_epoch = math.ceil(len(data.train) / self.batch_size)
+        ctx.check(len(data.train), self.batch_size)
         self.objective = OBJECTIVES[config.objective.name]
         if ctx.enabled and not self.objective.trains_decoder:  # DDP needs every gradient
             raise VaelabError(f"objective {config.objective.name} leaves the decoder without "
@@ -169,7 +171,7 @@ class Trainer:
         if resume:
             self._resume()
         self.net = ctx.wrap(self.model)  # DistributedDataParallel under torchrun
-        self.bar = tqdm(total=t.epochs * self.steps_per_epoch, initial=self.step,
+        self.bar = tqdm(total=self.epochs * self.steps_per_epoch, initial=self.step,
                         disable=not (progress and ctx.is_main), desc=f"train {run.name}",
                         unit="step", dynamic_ncols=True, file=sys.stderr)
         self.last_save = time.monotonic()
@@ -183,8 +185,8 @@ class Trainer:
         self.epoch_shuffle_state = ckpt["epoch_shuffle_state"]
         self.epoch, self.batch_in_epoch = ckpt["epoch"], ckpt["batch_in_epoch"]
         self.step, self.skipped = ckpt["step"], ckpt.get("skipped_steps", 0)
-        if self.epoch > self.config.train.epochs:
-            raise VaelabError(f"--epochs {self.config.train.epochs}: {self.run_dir} has already "
+        if self.epoch > self.epochs:
+            raise VaelabError(f"--epochs {self.epochs}: {self.run_dir} has already "
                               f"trained {self.epoch} epochs")
 
     def run(self) -> None:
@@ -202,7 +204,7 @@ class Trainer:
             if self.validate is not None:  # the untrained model: where the curves start, and
                 self._log_epoch(0.0)  # the baseline that tells divergence from learning
         self.model.train()
-        while self.epoch < self.config.train.epochs:
+        while self.epoch < self.epochs:
             self._train_epoch()
         self.stop.restore()  # Ctrl-C from here on just stops
         self.bar.close()
@@ -216,7 +218,7 @@ class Trainer:
         epoch_start = time.perf_counter()
         self.shuffle.set_state(self.epoch_shuffle_state)
         perm = torch.randperm(len(self.data.train), generator=self.shuffle)
-        batch_size = self.config.train.batch_size
+        batch_size = self.batch_size
         for b in range(self.batch_in_epoch, self.steps_per_epoch):
             self._step(perm[b * batch_size:(b + 1) * batch_size], b)
             stopping = self.ctx.any_rank(bool(self.stop.signum))  # here or on another rank
@@ -247,7 +249,7 @@ class Trainer:
         # every rank draws the noise of the whole batch and keeps its own rows, so N
         # processes take the steps one process would (up to floating-point rounding)
         eps = None if deterministic else ctx.shard(torch.randn(
-            num_samples, len(idx), config.model.latent_dim, generator=self.noise, device=dev), dim=1)
+            num_samples, len(idx), self.model.latent_dim, generator=self.noise, device=dev), dim=1)
         mean = ctx.batch_mean(len(idx))  # the objective's batch means: the global batch's
         idx, x = ctx.shard(idx), ctx.shard(x)  # this rank's part of the batch
         y_all = self.data.train.y
@@ -335,7 +337,7 @@ def learning_rate(t: TrainConfig, step: int, steps_per_epoch: int) -> float:
     """The learning rate of optimizer step `step` (counted from 0) under t.lr_schedule."""
     if t.lr_schedule == "constant":
         return t.lr
-    total = round((t.lr_decay_epochs or t.epochs) * steps_per_epoch)
+    total = round((t.lr_decay_epochs or need(t.epochs, "train.epochs")) * steps_per_epoch)
     progress = min(step / max(total - 1, 1), 1.0)  # 0 at the first step, 1 at the last
     return t.lr_final + (t.lr - t.lr_final) * 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -428,7 +430,7 @@ def _grad_norm(model: VAE, clip: float) -> Tensor:
     params = [p for p in model.parameters() if p.grad is not None]
     if clip:
         return torch.nn.utils.clip_grad_norm_(params, clip)
-    return torch.nn.utils.get_total_norm([p.grad for p in params])
+    return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
 
 
 def _check_weights(model: VAE, run: Path, step: int) -> None:
@@ -441,7 +443,7 @@ def _check_weights(model: VAE, run: Path, step: int) -> None:
 def _divergence_message(bad_steps: int, step: int, config: Config, run: Path) -> str:
     """Why training gave up after `bad_steps` non-finite steps in a row, and what to try."""
     t, m = config.train, config.model
-    real = LIKELIHOODS[m.likelihood].support == "real"
+    real = LIKELIHOODS[need(m.likelihood, "model.likelihood")].support == "real"
     scale = f", or a Gaussian scale too small (--obs-scale {m.obs_scale:g})" if real else ""
     return (f"training stopped: {bad_steps} steps in a row gave a non-finite loss or gradient "
             f"(at step {step}). Likely causes: the learning rate is too high (train.lr={t.lr:g}; "

@@ -58,18 +58,19 @@ def load_path(path: Path, config: DataConfig) -> Data:
         x, y, classes = read_image_folder(path, config.image_size)
     else:
         suffix = path.suffix.lower()
+        labels: np.ndarray | None
         if suffix == ".npy":
-            x, labels = read_npy(path), None
+            array, labels = read_npy(path), None
         elif suffix == ".npz":
-            x, labels = read_npz(path)
+            array, labels = read_npz(path)
         elif suffix in (".csv", ".tsv"):
-            x, labels = read_table(path, delimiter="\t" if suffix == ".tsv" else ",")
+            array, labels = read_table(path, delimiter="\t" if suffix == ".tsv" else ",")
         else:
             raise VaelabError(
                 f"{path}: unsupported file type '{path.suffix}'; expected .npy, .npz, .csv, .tsv "
                 "or a folder of images"
             )
-        x = as_inputs(x, path)
+        x = as_inputs(array, path)
         y, classes = as_labels(labels, len(x), path) if labels is not None else (None, None)
     return split_test(path.name if path.is_dir() else path.stem, x, y, classes, path)
 
@@ -231,17 +232,18 @@ def read_image_folder(
             _warn(f"{folder}: ignored {len(loose)} files outside the class sub-folders", loose)
         files = [(f, d.name) for d in class_dirs for f in _files_under(d)]
     else:
-        files = [(f, None) for f in entries if f.is_file()]
+        files = [(f, "") for f in entries if f.is_file()]  # no class: the labels are unused
     if not files:
         raise VaelabError(
             f"{folder}: no files; expected PNG/JPEG images, at the top or one sub-folder per class"
         )
 
     images: list[np.ndarray] = []  # each (H, W) or (H, W, 3) float32 in [0, 1]
-    labels: list[str | None] = []
+    labels: list[str] = []
     skipped: list[str] = []
     resized: set[tuple[int, int]] = set()
     size = tuple(image_size) if image_size else None  # (H, W)
+    img: Image.Image
     for path, label in files:
         try:
             with Image.open(path) as img:
@@ -253,7 +255,7 @@ def read_image_folder(
         size = size or (img.height, img.width)
         if (img.height, img.width) != size:
             resized.add((img.height, img.width))
-            img = img.resize((size[1], size[0]), Image.BILINEAR)
+            img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
         images.append(_to_array(img))
         labels.append(label)
 
@@ -261,6 +263,7 @@ def read_image_folder(
         _warn(f"{folder}: skipped {len(skipped)} files that are not readable images", skipped)
     if not images:
         raise VaelabError(f"{folder}: no readable images (PNG/JPEG) among {len(files)} files")
+    assert size is not None  # the first readable image set it
     if resized and not image_size:
         sizes = ", ".join(f"{h}x{w}" for h, w in sorted(resized))
         warnings.warn(
@@ -276,7 +279,7 @@ def read_image_folder(
     x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
     if not class_dirs:
         return x, None, None
-    classes = sorted({label for label in labels if label is not None})
+    classes = sorted(set(labels))
     y = torch.tensor([classes.index(label) for label in labels], dtype=torch.int64)
     empty = [d.name for d in class_dirs if d.name not in classes]
     if empty:

@@ -23,7 +23,7 @@ class Split:
     def __len__(self) -> int:
         return self.x.shape[0]
 
-    def subset(self, index: Tensor) -> Split:
+    def subset(self, index: Tensor | slice) -> Split:
         return Split(self.x[index], None if self.y is None else self.y[index])
 
 

@@ -36,7 +36,8 @@ def samples(model: VAE, n: int, *, seed: int = 0, labels: Sequence[int] | None =
     """
     device = next(model.parameters()).device
     rows = []
-    for label in labels or [None]:  # the same seed for every row: a column keeps its z
+    row_labels: Sequence[int | None] = labels or [None]
+    for label in row_labels:  # the same seed for every row: a column keeps its z
         gen = torch.Generator(device=device).manual_seed(seed)
         y = None if label is None else one_hot(torch.full((n,), label, device=device),
                                                model.cond_dim)
@@ -51,8 +52,8 @@ def samples(model: VAE, n: int, *, seed: int = 0, labels: Sequence[int] | None =
         fig = plots.image_grid(shown, f"samples{of}: one row per class, one z per column",
                                ncol=ncol, row_labels=[str(c) for c in labels][:len(shown) // ncol])
     else:
-        label = "" if labels is None else f", class {labels[0]}"
-        fig = plots.image_grid(shown, f"{len(images)} samples{of}{label}: z ~ p(z), mean of p(x|z)"
+        which = "" if labels is None else f", class {labels[0]}"
+        fig = plots.image_grid(shown, f"{len(images)} samples{of}{which}: z ~ p(z), mean of p(x|z)"
                                + (f" (first {MAX_GRID} shown)" if note else ""))
     return fig, images, note
 

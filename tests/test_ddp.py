@@ -245,3 +245,15 @@ def test_the_readme_torchrun_command_runs_as_written(tmp_path: Path) -> None:
                               capture_output=True, text=True, timeout=240)
         assert done.returncode == 0, done.stderr[-3000:]
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["digits-ddp"]
+
+
+def test_divergence_stops_every_rank(tmp_path: Path) -> None:
+    """Rank 0 alone validates; when it finds the run diverged, every rank stops (none waits)."""
+    done = subprocess.run(torchrun_command(
+        ["train", "--data", "digits", "--hidden", "16", "--latent-dim", "2", "--lr", "10",
+         "--epochs", "3", "--batch-size", "64", "--runs-dir", str(tmp_path), "--quiet",
+         "--device", "cpu"]), cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=240)
+    assert done.returncode != 0
+    assert "training diverged" in done.stderr
+    epochs = records(tmp_path / "digits", "epoch")
+    assert epochs[-1].get("diverged") and len(epochs) < 4

@@ -140,7 +140,9 @@ class Trainer:
                  stop: StopSignals, validate: Validate | None, resume: bool,
                  progress: bool) -> None:
         self.config, self.data, self.run_dir, self.ctx, self.stop = config, data, run, ctx, stop
-        self.validate = validate if data.valid is not None and ctx.is_main else None
+        # every rank knows whether there is validation; rank 0 alone computes it
+        self.validating = validate is not None and data.valid is not None
+        self.validate = validate if ctx.is_main else None
         t, dev = config.train, ctx.device
         self.epochs = need(t.epochs, "train.epochs")
         self.batch_size = need(t.batch_size, "train.batch_size")
@@ -201,7 +203,7 @@ class Trainer:
             self._save_model()
         if not self.resumed:
             self._checkpoint(0, 0)  # so a kill at any moment from here on can be resumed
-            if self.validate is not None:  # the untrained model: where the curves start, and
+            if self.validating:  # the untrained model: where the curves start, and
                 self._log_epoch(0.0)  # the baseline that tells divergence from learning
         self.model.train()
         while self.epoch < self.epochs:
@@ -303,6 +305,8 @@ class Trainer:
             metrics = self.validate(self.model, self.data.valid)
             record |= {f"valid_{k}": v for k, v in metrics.items()}
         diverged = divergence(record, self.run_dir, self.config)
+        if self.ctx.any_rank(diverged is not None) and diverged is None:  # rank 0 found it
+            diverged = "training diverged (see rank 0's message)"
         if self.ctx.is_main:
             runfolder.append_jsonl(self.run_dir / runfolder.METRICS,
                                    record | ({"diverged": True} if diverged else {}))

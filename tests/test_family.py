@@ -86,12 +86,14 @@ def test_conv_training_through_the_cli(tmp_path):
                                    ["--objective", "ae"], ["--objective", "kl-only"],
                                    ["--beta", "0.5", "--warmup", "cyclical", "--warmup-epochs", "1"],
                                    ["--free-bits", "0.1"], ["--capacity", "5"]])
-def test_every_objective_setting_trains_from_the_cli(tmp_path, flags):
+def test_every_objective_setting_trains_from_the_cli(tmp_path, flags, capsys):
     assert main(["train", "--data", "digits", "--epochs", "1", "--hidden", "32", "--latent-dim",
                  "2", "--runs-dir", str(tmp_path), "--name", "r", "--quiet", *flags]) == 0
     epoch = [r for r in read_metrics(tmp_path / "r") if r["split"] == "epoch"][-1]
     if "ae" in flags:  # a plain autoencoder reports no ELBO: its reconstruction only
         assert "valid_elbo" not in epoch and np.isfinite(epoch["valid_reconstruction"])
+        out = capsys.readouterr().out
+        assert "validation reconstruction" in out and "ELBO" not in out
     else:
         assert np.isfinite(epoch["valid_elbo"])
 

@@ -205,6 +205,9 @@ def summary(result: Any) -> str:
     if "valid_elbo" in last:
         lines.append(f"validation ELBO: {last['valid_elbo']:.3f} nats "
                      f"(KL {last['valid_kl']:.3f})")
+    elif "valid_reconstruction" in last:  # a plain autoencoder has no ELBO
+        lines.append(f"validation reconstruction log p(x|z): {last['valid_reconstruction']:.3f} "
+                     f"nats")
     if last.get("skipped_steps"):
         lines.append(f"skipped {last['skipped_steps']} steps with a non-finite loss or gradient")
     run = shlex.quote(str(result.run))

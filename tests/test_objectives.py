@@ -67,9 +67,18 @@ def test_the_table_has_exactly_the_names_config_accepts():
 @pytest.mark.parametrize("name", OBJECTIVE_NAMES)
 def test_each_objectives_properties_describe_what_it_does(name):
     objective = OBJECTIVES[name]
-    model, x = tiny_model(), batch()
-    out = model(x, num_samples=2, deterministic=objective.deterministic,
-                generator=torch.Generator().manual_seed(8))
+    x = batch()
+    if objective.semi_supervised:  # M2: 3 classes, half the labels unknown
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(family="m2", cond_dim=3, latent_dim=3, hidden=[16],
+                                        x_shape=[1, 4, 4]))
+        y = torch.arange(len(x)) % 3
+        y[::2] = -1
+        out = model(x, y, num_samples=2, generator=torch.Generator().manual_seed(8))
+    else:
+        model = tiny_model()
+        out = model(x, num_samples=2, deterministic=objective.deterministic,
+                    generator=torch.Generator().manual_seed(8))
     loss = compute_loss(ObjectiveConfig(name=name, num_samples=2), out, x)
     loss.loss.backward()
     decoder_grad = sum(float(p.grad.abs().sum()) for p in model.decoder.parameters()

@@ -27,7 +27,8 @@ ARCHS = ("mlp", "conv")
 ACTIVATIONS = ("relu", "gelu", "tanh", "elu", "softplus")
 LIKELIHOOD_NAMES = ("bernoulli", "continuous-bernoulli", "gaussian", "gaussian-learned",
                     "gaussian-global")
-OBJECTIVE_NAMES = ("elbo", "iwae", "ae", "kl-only")
+OBJECTIVE_NAMES = ("elbo", "iwae", "ae", "kl-only", "m2")
+FAMILIES = ("vae", "m2")  # m2: the semi-supervised model of Kingma et al. (2014)
 WARMUPS = ("none", "linear", "cyclical")
 BINARIZE = ("none", "dynamic", "threshold")
 LR_SCHEDULES = ("constant", "cosine")
@@ -50,11 +51,13 @@ class DataConfig:
     valid_fraction: float = 0.1  # held out from train for the per-epoch validation ELBO
     image_size: list[int] | None = None  # [H, W] to resize image folders to; None = first image's
     image_shape: list[int] | None = None  # [H, W] or [C, H, W] of flat vectors (N, D) that are images
+    labels: int = 0  # keep this many training labels, balanced over classes (0: all); M2 only
 
 
 # None below means "the dataset's default" (see GENERIC_DEFAULTS and `vaelab datasets`).
 @dataclass
 class ModelConfig:
+    family: str = "vae"  # vae | m2 (y a partly observed latent: q(y|x), q(z|x,y), p(x|y,z))
     arch: str | None = None  # mlp | conv
     latent_dim: int | None = None
     hidden: list[int] | None = None  # dense layer sizes
@@ -80,6 +83,7 @@ class ObjectiveConfig:
     capacity: float = 0.0  # target KL C in nats (Burgess et al. 2018); 0 = off
     capacity_epochs: float = 10.0  # epochs over which C rises linearly from 0 to capacity
     gamma: float = 1000.0  # capacity control: the weight of |KL - C| (Burgess et al. used 1000)
+    alpha: float | None = None  # m2: weight of -log q(y|x) per labelled example; None: 0.1 N / N_l
 
 
 @dataclass
@@ -242,6 +246,9 @@ def validate(config: Config, source: str = "config") -> None:
         (all(c >= 1 for c in m.channels) and len(m.channels) >= 1,
          "model.channels must be one or more sizes >= 1"),
         _one_of(m.arch, ARCHS, "model.arch"),
+        _one_of(m.family, FAMILIES, "model.family"),
+        _at_least(o.alpha, 0, "objective.alpha"),
+        _at_least(d.labels, 0, "data.labels"),
         _one_of(m.activation, ACTIVATIONS, "model.activation"),
         _one_of(m.likelihood, LIKELIHOOD_NAMES, "model.likelihood"),
         _at_least(m.obs_scale, 0, "model.obs_scale", strict=True),

@@ -51,11 +51,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from vaelab.config import Config
+from vaelab.config import Config, ObjectiveConfig
 from vaelab.data import BINARIZE_SEED, Data, Split, dynamic_binarize
 from vaelab.errors import VaelabError
-from vaelab.models import VAE, Output, one_hot, rsample
-from vaelab.objectives import OBJECTIVES, active_units, elbo, kl_per_dim, log_weights
+from vaelab.models import M2, VAE, Output, SemiOutput, one_hot, rsample
+from vaelab.objectives import OBJECTIVES, BatchMean, active_units, elbo, kl_per_dim, log_weights, m2
 
 SAMPLE_BUDGET = 1 << 15  # latent samples decoded at once on an accelerator: bounds memory
 CPU_SAMPLE_BUDGET = 1 << 11  # the same on a CPU, where cache-sized chunks run fastest
@@ -294,6 +294,16 @@ def log_likelihood(model: VAE, x: Tensor, y: Tensor | None = None, k: int = 1000
 
 
 @torch.no_grad()
+def _per_example(out: Output, values: Tensor) -> Tensor:
+    """Per-example values (B, ...): an M2's (K * B, ...) rows, one per class, averaged under
+    q(y|x); anything else as it is."""
+    if not isinstance(out, SemiOutput):
+        return values
+    probs = out.qy.probs.T  # (K, B)
+    k, b = probs.shape
+    return (values.view(k, b, *values.shape[1:]) * probs.view(k, b, *[1] * (values.dim() - 1))).sum(0)
+
+
 def elbo_metrics(model: VAE, split: Split, *, seed: int, cond_dim: int, objective: str = "elbo",
                  batch_size: int = ELBO_BATCH) -> dict[str, Any]:
     """Mean ELBO, reconstruction, KL, KL per dimension and active units on a split.
@@ -320,14 +330,18 @@ def elbo_metrics(model: VAE, split: Split, *, seed: int, cond_dim: int, objectiv
         y = None if split.y is None else one_hot(split.y[i:i + batch_size].to(device), cond_dim)
         noise = ExampleNoise(seed, ELBO_STREAM, list(range(i, i + len(x))))
         eps = None if deterministic else noise.normal(0, 1, (model.latent_dim,), 1, device)
-        out = model(x, y, deterministic=deterministic, eps=eps)
-        loss = elbo(out, x)
-        assert loss.elbo is not None  # `elbo` always fills it in
+        if isinstance(model, M2):  # y summed out: the bound on log p(x), labels unused
+            out = model(x, None, eps=eps)
+            loss = m2(ObjectiveConfig(name="m2"), out, x, None, BatchMean())
+        else:
+            out = model(x, y, deterministic=deterministic, eps=eps)
+            loss = elbo(out, x)
+        assert loss.elbo is not None  # both always fill it in
         bound.append(loss.elbo)
         recon.append(loss.reconstruction)
         kl.append(loss.kl)
-        kl_dims.append(kl_per_dim(out.qz, out.pz).float())
-        locs.append(out.qz.mean.float())
+        kl_dims.append(_per_example(out, kl_per_dim(out.qz, out.pz).float()))
+        locs.append(_per_example(out, out.qz.mean.float()))
     model.train(was_training)
     loc = torch.cat(locs)  # (N, D)
     spread = loc.var(0) if len(loc) > 1 else torch.zeros(model.latent_dim)

@@ -9,6 +9,8 @@ Free bits: Kingma et al. (2016), "Improved Variational Inference with Inverse Au
 Capacity control: Burgess et al. (2018), "Understanding disentangling in beta-VAE", section 5,
     https://arxiv.org/abs/1804.03599.
 IWAE: Burda, Grosse & Salakhutdinov (2016), "Importance Weighted Autoencoders", eq. 8.
+M2: Kingma, Rezende, Mohamed & Welling (2014), "Semi-Supervised Learning with Deep Generative
+    Models", eqs. 6-9, https://arxiv.org/abs/1406.5298.
 
 Every mean over the batch goes through a `BatchMean`, so that a batch split across processes
 (distributed training) is scored as the whole batch: free bits and capacity are non-linear in
@@ -27,6 +29,7 @@ from torch.distributions import Distribution, Independent, kl_divergence
 
 from vaelab.config import ObjectiveConfig
 from vaelab.errors import VaelabError
+from vaelab.models.m2 import SemiOutput
 from vaelab.models.vae import Output
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al. (2016), section 5.2
@@ -175,6 +178,36 @@ def shaped_elbo(config: ObjectiveConfig, out: Output, x: Tensor, epoch: float | 
     return loss
 
 
+def m2(config: ObjectiveConfig, out: Output, x: Tensor, epoch: float | None,
+       mean: BatchMean) -> Loss:
+    """The semi-supervised objective of M2 (Kingma et al. 2014, eqs. 6-9) on a SemiOutput.
+
+    With L(x, y) = E_q(z|x,y)[log p(x|y,z)] + log p(y) - KL(q(z|x,y) || p(z)), the bound on
+    log p(x, y) (eq. 6), a labelled example scores L(x, y) - alpha * (-log q(y|x)) (eq. 9) and
+    an unlabelled one U(x) = sum_y q(y|x) L(x, y) + H(q(y|x)) (eq. 7), y summed out exactly.
+    alpha is per labelled example: the paper's alpha = 0.1 N on a mean over the N_l labelled
+    examples is 0.1 N / N_l on each (vaelab.training.prepare fills it in).
+    """
+    if not isinstance(out, SemiOutput):
+        raise TypeError("the m2 objective scores the SemiOutput of an M2 model")
+    qy, labels = out.qy, out.y
+    k, b = qy.logits.shape[-1], len(x)
+    xk = x.repeat(k, *[1] * (x.dim() - 1))  # the class-major rows of the SemiOutput
+    recon, kl = (t.view(k, b) for t in reconstruction_and_kl(out, xk))  # (K, B) each
+    joint = recon - kl - math.log(k)  # L(x, y) for every class, p(y) = 1/K
+    known = labels >= 0
+    y = labels.clamp(min=0)[None]  # (1, B)
+    probs = qy.probs.T  # (K, B)
+    bound = torch.where(known, joint.gather(0, y)[0], (probs * joint).sum(0) + qy.entropy())
+    reconstruction = torch.where(known, recon.gather(0, y)[0], (probs * recon).sum(0))
+    cross_entropy = -qy.log_prob(y[0]) * known  # (B,), 0 where the label is unknown
+    alpha = config.alpha if config.alpha is not None else 0.0
+    loss = mean(-bound + alpha * cross_entropy)
+    # kl: everything the bound takes off the reconstruction (the KL of z, and of y from p(y))
+    return Loss(loss=loss, reconstruction=reconstruction, kl=reconstruction - bound,
+                elbo=bound, bound=bound, metrics={"alpha": alpha})
+
+
 LossFn = Callable[[ObjectiveConfig, Output, Tensor, float | None, BatchMean], Loss]
 
 
@@ -195,6 +228,8 @@ class Objective:
         shapes_kl: accepts beta, KL warm-up, free bits and capacity.
         trains_decoder: the loss reaches the decoder (distributed training needs a gradient
             for every weight).
+        semi_supervised: for the M2 family: labels are partly observed, and training adds a
+            batch of labelled examples to every step.
     """
 
     loss: LossFn
@@ -203,6 +238,7 @@ class Objective:
     deterministic: bool = False
     shapes_kl: bool = False
     trains_decoder: bool = True
+    semi_supervised: bool = False
 
     @property
     def logged(self) -> tuple[str, ...]:
@@ -229,6 +265,8 @@ OBJECTIVES: dict[str, Objective] = {  # the keys are vaelab.config.OBJECTIVE_NAM
                     "reconstruction only", bound=None, deterministic=True),
     "kl-only": Objective(_unshaped(kl_only), "the KL term alone: a model whose codes ignore x",
                          bound="elbo", trains_decoder=False),
+    "m2": Objective(m2, "M2: y a partly observed latent, summed out where unknown (Kingma et al. "
+                    "2014)", bound="elbo", semi_supervised=True),
 }
 
 

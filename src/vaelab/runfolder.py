@@ -40,8 +40,8 @@ try:
 except ImportError:  # Windows: no advisory locks; two trainings on one folder are not caught
     fcntl = None  # type: ignore[assignment]
 
-CONFIG, WEIGHTS, CHECKPOINT, METRICS, LOCK = (
-    "config.json", "model.safetensors", "checkpoint.pt", "metrics.jsonl", ".lock")
+CONFIG, WEIGHTS, CHECKPOINT, METRICS, LOCK, LABELS = (
+    "config.json", "model.safetensors", "checkpoint.pt", "metrics.jsonl", ".lock", "labels.json")
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:

@@ -8,6 +8,7 @@ Resuming restores both, so 1 epoch + resume + 1 epoch equals 2 epochs bit for bi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import shlex
 import shutil
@@ -28,9 +29,10 @@ from tqdm.auto import tqdm
 from vaelab import distributed, runfolder
 from vaelab.config import Config, TrainConfig, apply_defaults, need
 from vaelab.data import Data, Split, dynamic_binarize, load_data
+from vaelab.data.splits import keep_labels
 from vaelab.device import resolve_device
 from vaelab.errors import TrainingInterrupted, VaelabError, VaelabWarning
-from vaelab.models import LIKELIHOODS, VAE, build_model, one_hot
+from vaelab.models import LIKELIHOODS, VAE, build_model
 from vaelab.objectives import OBJECTIVES, check_settings, compute_loss
 
 COLLAPSED_KL = 0.1  # nats: a latent dimension below this carries almost no information
@@ -59,12 +61,39 @@ def prepare(config: Config, data: Data | None = None) -> tuple[Config, Data]:
         raise VaelabError(f"model.cond_dim {model.cond_dim} is smaller than the number of classes "
                           f"of {data.name} ({int(y.max()) + 1}); use --conditional")
     check_settings(config.objective)
+    config, data = _keep_labels(config, data)
     support = LIKELIHOODS[need(model.likelihood, "model.likelihood")].support  # binary | unit | real
     if support != "real" and data.value_range == "real":
         lo, hi = float(data.train.x.min()), float(data.train.x.max())
         raise VaelabError(f"data: the {model.likelihood} likelihood needs values in [0, 1], but "
                           f"{data.name} spans [{lo:.3g}, {hi:.3g}]; use --likelihood gaussian")
     return config, data
+
+
+def _keep_labels(config: Config, data: Data) -> tuple[Config, Data]:
+    """For a semi-supervised objective (M2): K classes from the data, the training labels cut
+    to data.labels (balanced, drawn with the seed; -1 marks the rest), validation labels
+    hidden (validation scores log p(x) with y summed out), and alpha's default 0.1 N / N_l."""
+    o, d = config.objective, config.data
+    if (config.model.family == "m2") != OBJECTIVES[o.name].semi_supervised:
+        raise VaelabError("model.family m2 is trained with objective.name m2, and only it "
+                          "(vaelab train --family m2)")
+    if not OBJECTIVES[o.name].semi_supervised:
+        if d.labels:
+            raise VaelabError(f"data.labels {d.labels}: only semi-supervised training keeps a "
+                              f"few labels; train with --family m2")
+        return config, data
+    y = data.train.y
+    if y is None or y.dim() != 1:
+        raise VaelabError(f"data: {data.name} has no class labels, and M2 needs some")
+    k = len(data.classes) if data.classes else int(y.max()) + 1
+    config.model.cond_dim = k
+    train = keep_labels(data.train, d.labels, k, config.train.seed)[0] if d.labels else data.train
+    n_labelled = int((need(train.y, "train labels") >= 0).sum())
+    if o.alpha is None:
+        o.alpha = 0.1 * len(train) / n_labelled
+    valid = None if data.valid is None else Split(data.valid.x)
+    return config, dataclasses.replace(data, train=train, valid=valid)
 
 
 @contextlib.contextmanager
@@ -161,6 +190,11 @@ class Trainer:
         self.noise = torch.Generator(device=dev).manual_seed(t.seed + 1)  # same on every rank
         self.epoch, self.batch_in_epoch, self.step, self.skipped = 0, 0, 0, 0
         self.bad_steps = 0  # non-finite steps in a row
+        # semi-supervised (M2): the labelled examples, a batch of which joins every step
+        self.labelled: Tensor | None = None
+        if OBJECTIVES[config.objective.name].semi_supervised and data.train.y is not None:
+            self.labelled = (data.train.y >= 0).nonzero().flatten()
+            self.labelled_batch = min(len(self.labelled), self.batch_size)
         self.epoch_shuffle_state = self.shuffle.get_state()
         self.steps_per_epoch = math.ceil(len(data.train) / self.batch_size)
         ctx.check(len(data.train), self.batch_size)
@@ -203,6 +237,10 @@ class Trainer:
             self._save_model()
         if not self.resumed:
             self._checkpoint(0, 0)  # so a kill at any moment from here on can be resumed
+            if self.labelled is not None and ctx.is_main:  # which labels training saw
+                runfolder.write_json(run / runfolder.LABELS, {
+                    "labels": len(self.labelled), "seed": self.config.train.seed,
+                    "train_indices": self.labelled.tolist()})
             if self.validating:  # the untrained model: where the curves start, and
                 self._log_epoch(0.0)  # the baseline that tells divergence from learning
         self.model.train()
@@ -244,6 +282,10 @@ class Trainer:
         """One optimiser step on the examples `idx` of global batch b (skipped when the loss
         or the gradients are not finite)."""
         config, ctx, dev, t = self.config, self.ctx, self.ctx.device, self.config.train
+        if self.labelled is not None:  # M2: labelled examples join every batch
+            pick = torch.randint(len(self.labelled), (self.labelled_batch,), generator=self.noise,
+                                 device=dev).cpu()
+            idx = torch.cat([idx, self.labelled[pick]])
         x = self.data.train.x[idx].to(dev, non_blocking=True)
         if config.data.binarize == "dynamic":
             x = dynamic_binarize(x, self.noise)
@@ -255,7 +297,7 @@ class Trainer:
         mean = ctx.batch_mean(len(idx))  # the objective's batch means: the global batch's
         idx, x = ctx.shard(idx), ctx.shard(x)  # this rank's part of the batch
         y_all = self.data.train.y
-        y = one_hot(None if y_all is None else y_all[idx].to(dev), config.model.cond_dim)
+        y = self.model.condition(None if y_all is None else y_all[idx].to(dev))
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
             out = self.net(x, y, num_samples=num_samples, deterministic=deterministic, eps=eps)
         # the KL warm-up and capacity schedules follow the progress in epochs

@@ -18,7 +18,8 @@ EXAMPLE = "vaelab train --data digits    # offline, under a minute on 2 CPU core
 # CLI flag -> (config section, key); None values mean "not given"
 FLAGS = {
     "data": ("data", "name"), "data_dir": ("data", "data_dir"), "binarize": ("data", "binarize"),
-    "image_shape": ("data", "image_shape"),
+    "image_shape": ("data", "image_shape"), "labels": ("data", "labels"),
+    "family": ("model", "family"), "alpha": ("objective", "alpha"),
     "valid_fraction": ("data", "valid_fraction"),
     "arch": ("model", "arch"), "latent_dim": ("model", "latent_dim"), "hidden": ("model", "hidden"),
     "activation": ("model", "activation"), "likelihood": ("model", "likelihood"),
@@ -46,12 +47,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--binarize", choices=names.BINARIZE,
                    help="dynamic: resample binary pixels every batch (test set binarized once)")
     d.add_argument("--valid-fraction", type=float, help="share of train held out (default 0.1)")
+    d.add_argument("--labels", type=positive_int, metavar="N",
+                   help="M2: keep N training labels, balanced over classes, drawn with --seed "
+                   "(saved in RUN/labels.json); training never sees the others")
     d.add_argument("--image-shape", type=int_list, metavar="H,W",
                    help="the image shape (H,W or C,H,W) of flat vectors, e.g. 28,20: figures and "
                    "masks then use it, and --arch conv works")
     m = p.add_argument_group(
         "model", "Settings left out take the dataset's defaults, then vaelab's generic ones "
         "(`vaelab datasets` lists both); a --config file's values and flags override them.")
+    m.add_argument("--family", choices=names.FAMILIES,
+                   help="vae (default) | m2: semi-supervised, the class y a partly observed "
+                   "latent (Kingma et al. 2014); with --labels N")
     m.add_argument("--arch", choices=names.ARCHS)
     m.add_argument("--latent-dim", type=positive_int, help="size of z")
     m.add_argument("--hidden", type=int_list, help="hidden layer sizes, e.g. 400,400")
@@ -77,6 +84,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="capacity-controlled beta-VAE (Burgess et al. 2018): target KL C in "
                    "nats, reached after --capacity-epochs (0: off); --gamma weighs |KL - C|")
     o.add_argument("--capacity-epochs", type=float, help="epochs for the capacity to rise")
+    o.add_argument("--alpha", type=float, help="M2: weight of -log q(y|x) on each labelled "
+                   "example (default 0.1 N / N_labelled: the paper's alpha = 0.1 N)")
     o.add_argument("--gamma", type=float,
                    help="capacity control: the weight of |KL - C| (default 1000, as Burgess et al.)")
     t = p.add_argument_group("training")
@@ -128,6 +137,10 @@ def build_config(args: argparse.Namespace) -> tuple[Any, Any]:
                                        {"data": flags["data"]}), "options").data
     data = load_data(data_cfg if data_cfg.name else DataConfig())
     merged = _merge(file, flags)
+    model, objective = merged.get("model"), merged.get("objective", {})
+    m2 = isinstance(model, dict) and model.get("family") == "m2"
+    if m2 and isinstance(objective, dict) and "name" not in objective:  # M2's own objective
+        merged = _merge(merged, {"objective": {"name": "m2"}})
     if args.conditional:
         merged = _merge(merged, {"model": {"cond_dim": _num_classes(data)}})
     source = str(args.config) if args.config else "options"

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from vaelab.errors import VaelabError
+
 VALID_SEED = 1234  # the validation split does not move with the training seed
 BINARIZE_SEED = 4321  # fixed stochastic binarization of valid/test (the IWAE protocol)
 
@@ -63,3 +65,30 @@ def split_off(train: Split, fraction: float) -> tuple[Split, Split]:
 def dynamic_binarize(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """x ~ Bernoulli(pixel intensity), drawn afresh each call (Salakhutdinov & Murray 2008)."""
     return torch.bernoulli(x, generator=generator)
+
+
+def keep_labels(split: Split, n: int, num_classes: int, seed: int) -> tuple[Split, Tensor]:
+    """A copy of `split` whose labels are -1 (unknown) except for n examples, balanced over the
+    classes (n // K of each, one more for the first n % K classes), drawn with `seed`.
+
+    The semi-supervised setting of Kingma et al. (2014): 100 labels are 10 per MNIST class.
+    Returns the split and the indices (n,) of the examples that keep their label.
+    """
+    if split.y is None or split.y.dim() != 1:
+        raise VaelabError("data.labels: this dataset has no class labels to keep")
+    if not num_classes <= n <= len(split):
+        raise VaelabError(f"data.labels {n}: keep at least one label per class ({num_classes}) "
+                          f"and at most the {len(split)} training examples")
+    gen = torch.Generator().manual_seed(seed)
+    kept = []
+    for c in range(num_classes):
+        members = (split.y == c).nonzero().flatten()
+        want = n // num_classes + (1 if c < n % num_classes else 0)
+        if len(members) < want:
+            raise VaelabError(f"data.labels {n}: class {c} has only {len(members)} training "
+                              f"examples, {want} are needed for a balanced draw")
+        kept.append(members[torch.randperm(len(members), generator=gen)[:want]])
+    index = torch.cat(kept).sort().values
+    y = torch.full_like(split.y, -1)
+    y[index] = split.y[index]
+    return Split(split.x, y), index

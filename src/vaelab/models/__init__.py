@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 from torch import nn
 
 from vaelab.config import ModelConfig, model_defaults, need
 from vaelab.errors import VaelabError
 from vaelab.models.likelihoods import LIKELIHOODS, build_likelihood
-from vaelab.models.mlp import MLPDecoder, MLPEncoder
+from vaelab.models.m2 import M2, SemiOutput
+from vaelab.models.mlp import MLPDecoder, MLPEncoder, mlp
 from vaelab.models.vae import VAE, Output, one_hot, rsample
 
-__all__ = ["LIKELIHOODS", "VAE", "Output", "build_model", "one_hot", "rsample"]
+__all__ = ["LIKELIHOODS", "M2", "VAE", "Output", "SemiOutput", "build_model", "one_hot", "rsample"]
 
 
 def build_model(config: ModelConfig) -> VAE:
@@ -39,4 +42,12 @@ def build_model(config: ModelConfig) -> VAE:
         encoder = MLPEncoder(x_shape, latent_dim, hidden, config.activation, config.cond_dim)
         decoder = MLPDecoder(x_shape, latent_dim, hidden, config.activation,
                              likelihood.num_params, config.cond_dim)
+    if config.family == "m2":
+        if not config.cond_dim:
+            raise VaelabError("model.family m2 needs model.cond_dim: the number of classes")
+        # q(y|x): an MLP on the pixels with the encoder's hidden sizes, also for conv models
+        classifier = nn.Sequential(nn.Flatten(),
+                                   mlp([math.prod(x_shape), *hidden, config.cond_dim],
+                                       config.activation))
+        return M2(encoder, decoder, likelihood, latent_dim, x_shape, config.cond_dim, classifier)
     return VAE(encoder, decoder, likelihood, latent_dim, x_shape, config.cond_dim)

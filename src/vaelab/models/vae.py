@@ -81,6 +81,11 @@ class VAE(nn.Module):
             z = rsample(qz, num_samples, generator, eps)  # (S, B, D)
         return Output(qz=qz, pz=self.prior(qz.mean), px=self.decode(z, y), z=z)
 
+    def condition(self, y: Tensor | None) -> Tensor | None:
+        """What the forward pass takes as y for labels y (B,): one-hot (B, Y) for a conditional
+        VAE, None for an unconditional one (M2 takes the labels themselves)."""
+        return one_hot(y, self.cond_dim)
+
     @torch.no_grad()
     def sample(self, n: int, y: Tensor | None = None,
                generator: torch.Generator | None = None) -> Tensor:

@@ -48,7 +48,10 @@ def training_figures(run: Path, model: VAE, data: Data) -> None:
     """samples.png, reconstructions.png, curves.png and latent.png in the run folder, each
     recording the model step it shows."""
     step = runfolder.model_state(run).step
-    fig, _, _ = figures.samples(model, 64)
+    if model.cond_dim:  # one row per class, a column per z: class apart from style
+        fig, _, _ = figures.samples(model, 10, labels=list(range(model.cond_dim)))
+    else:
+        fig, _, _ = figures.samples(model, 64)
     figures.save(fig, run / "samples.png", step)
     fig, _ = figures.reconstructions(model, data.test, 32)
     figures.save(fig, run / "reconstructions.png", step)

@@ -167,6 +167,8 @@ def test_analogies_decode_one_style_as_every_class(trained: tuple[M2, Split]) ->
     mixed = torch.tensor([int(y[0]), -1, -1, int(y[3])])
     assert exploration.style_classes(model, x, mixed).tolist() == [
         int(y[0]), int(guess[1]), int(guess[2]), int(y[3])]
+    fig, shown = figures.analogies(model, Split(x), 2, seed=3)  # a test set without labels
+    assert shown.shape == (2, 11, 1, 8, 8) and "guessed" in fig.axes[0].get_ylabel()
 
 
 def test_analogies_command(run: Path, trained: tuple[M2, Split], tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ support, the data's value range and quantisation levels, the condition and the o
 | a density on continuous data         | log_density                |                             |
 
 A conditional model (cond_dim > 0) scores log p(x|y): each of those keys ends in `_given_y`
-(`log_likelihood_given_y`, `nll_given_y`, ...). Every estimate `KEY` comes with `KEY_sem`, the
+(`log_likelihood_given_y`, `nll_given_y`, ...). M2 (Kingma et al. 2014) scores log p(x) with its
+class y summed out, under the plain keys. Every estimate `KEY` comes with `KEY_sem`, the
 standard error of the mean over the examples (sample standard deviation / sqrt(n)).
 
 Keys of every result: n, quantity (the `Quantity` below as a dict), latent_dim, reconstruction
@@ -20,11 +21,15 @@ grey levels), active_units (Burda et al. 2016, section 5.2), posterior_mean_vari
 Density models add elbo, kl and kl_per_dim (on x as trained, never dequantised), k with the IS
 estimate, and iwae_bound with iwae_k when asked for (the IWAE-k bound, Burda et al. 2016, eq. 8).
 A plain autoencoder (objective "ae") is no density model: its reconstruction is log p(x|z) at
-z = E_q[z], and it gets no ELBO, KL or IS estimate.
+z = E_q[z], and it gets no ELBO, KL or IS estimate. M2 adds its classifier's error on a labelled
+split: SPLIT_error (a fraction: `test_error` on the test set), SPLIT_error_sem and `confusion`
+(K, K) (`classification_error`); its ELBO sums y out, its KL is KL(q(y,z|x) || p(y,z)).
 
 The IS estimate (Burda et al. 2016, eq. 8 with q as the proposal)
     log p(x) ~= logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log k,  z_k ~ q(z|x)
 is computed in chunks of samples with a running logsumexp, so memory stays bounded for any k.
+For M2 the sum over the K classes is exact: log p(x) = logsumexp_y [log p(x|y) - log K] with
+p(y) = 1/K and each p(x|y) importance-sampled with k samples from q(z|x,y) (K times the cost).
 Small chunks are also the fast ones on a CPU: ~2,000 decoded samples at a time keep the
 decoder's activations in cache, about 2x the speed of 32,768 (benchmarks/eval_speed.py).
 
@@ -109,6 +114,7 @@ class Quantity:
     objective: str
     kind: str
     note: str | None
+    sums_y: bool = False  # M2: the class y is a latent, summed out of log p(x)
 
     @property
     def density_model(self) -> bool:
@@ -153,7 +159,8 @@ def describe(support: str, value_range: str, levels: int | None = None, cond_dim
         levels: the data's quantisation levels L, its values k/(L-1) (2 for binary, 256 for
             8-bit images, 17 for sklearn digits); None: continuous or unknown.
         cond_dim: the condition size of a conditional model (0: unconditional).
-        objective: the run's objective name; "ae" is no density model.
+        objective: the run's objective name; "ae" is no density model; a semi-supervised one
+            (M2) sums its cond_dim classes out, so its numbers are about x alone.
     """
     for name, value in (("likelihood support", support), ("value_range", value_range)):
         if value not in RANGES:
@@ -172,9 +179,10 @@ def describe(support: str, value_range: str, levels: int | None = None, cond_dim
     else:
         kind = "log_density"
     continuous = kind == "log_density" and levels is None
-    deterministic = OBJECTIVES[objective].deterministic
+    deterministic, sums_y = OBJECTIVES[objective].deterministic, OBJECTIVES[objective].semi_supervised
     note = NOTES.get("ae" if deterministic else "continuous" if continuous else kind)
-    return Quantity(support, value_range, levels, cond_dim > 0, objective, kind, note)
+    return Quantity(support, value_range, levels, cond_dim > 0 and not sums_y, objective, kind,
+                    note, sums_y)
 
 
 def value_range_of(x: Tensor) -> str:
@@ -265,10 +273,13 @@ def log_likelihood(model: VAE, x: Tensor, y: Tensor | None = None, k: int = 1000
     With k = 1 it is an unbiased estimate of the ELBO; in expectation it is the IWAE-k bound,
     which rises with k towards log p(x) (Burda et al. 2016, theorem 1).
 
+    For an M2 with y None the class is summed out exactly (`log_marginal`): log p(x).
+
     Args:
         model: the VAE (in eval mode).
-        x: inputs (B, *x_shape); y: their conditions (B, Y) for a conditional model.
-        k: samples per example.
+        x: inputs (B, *x_shape); y: their conditions (B, Y) for a conditional model (for an
+            M2: one-hot classes give log p(x|y), None gives log p(x)).
+        k: samples per example (per class for an M2 with y summed out).
         generator: the source of the samples when no `noise` is given; the draws then depend
             on the chunking.
         budget: caps the samples decoded at once (default: `sample_budget(x.device)`); a speed
@@ -276,6 +287,8 @@ def log_likelihood(model: VAE, x: Tensor, y: Tensor | None = None, k: int = 1000
         noise: per-example noise streams (`ExampleNoise`), which make the estimate independent
             of the budget and of how the examples are batched.
     """
+    if isinstance(model, M2) and y is None:
+        return log_marginal(model, x, k, generator, budget, noise)
     budget = budget or sample_budget(x.device)
     qz = model.encode(x, y)
     pz = model.prior(qz.mean)
@@ -291,6 +304,54 @@ def log_likelihood(model: VAE, x: Tensor, y: Tensor | None = None, k: int = 1000
         logw = log_weights(Output(qz=qz, pz=pz, px=model.decode(z, y), z=z), x)  # (s, B)
         total = torch.logaddexp(total, torch.logsumexp(logw, 0))
     return total - math.log(k)
+
+
+@torch.no_grad()
+def log_marginal(model: M2, x: Tensor, k: int = 1000, generator: torch.Generator | None = None,
+                 budget: int | None = None, noise: ExampleNoise | None = None) -> Tensor:
+    """log p(x) of an M2 per example (B,), its class y summed out exactly:
+        log p(x) = logsumexp_y [log p(x|y) + log p(y)],  p(y) = 1/K
+    (Kingma et al. 2014, section 3.1.2), each p(x|y) importance-sampled with k samples from
+    q(z|x,y) in one batch of K * B class-major rows; an example's classes share its noise
+    stream. The sum over y is exact, so even k = 1 is, in expectation, at least the ELBO with
+    y summed out (Jensen's inequality over q(y|x)). Arguments as for `log_likelihood`.
+    """
+    classes, b = model.cond_dim, len(x)
+    xk = x.repeat(classes, *[1] * (x.dim() - 1))  # (K * B, *x_shape): row c * B + i is x_i, y = c
+    yk = one_hot(torch.arange(classes, device=x.device).repeat_interleave(b), classes)
+    noise = None if noise is None else dataclasses.replace(noise, index=noise.index * classes)
+    logp = log_likelihood(model, xk, yk, k, generator, budget, noise)  # (K * B,) log p(x|y)
+    return torch.logsumexp(logp.view(classes, b), 0) - math.log(classes)
+
+
+@torch.no_grad()
+def classification_error(model: M2, split: Split,
+                         batch_size: int = ELBO_BATCH) -> tuple[float, float, Tensor]:
+    """How often M2's classifier q(y|x) is wrong on a labelled split: its most probable class
+    against the true one (the test error of Kingma et al. 2014, section 4.1, table 1).
+
+    Returns:
+        error: e, the fraction misclassified, in [0, 1].
+        sem: its standard error sqrt(e (1 - e) / n).
+        confusion: counts (K, K), row = true class, column = predicted class; it sums to n.
+    """
+    k = model.cond_dim
+    if split.y is None or split.y.dim() != 1 or not len(split):
+        raise VaelabError("classification error: the split has no class labels to score "
+                          "q(y|x) against")
+    y = split.y.long()
+    if int(y.min()) < 0 or int(y.max()) >= k:
+        raise VaelabError(f"classification error: the labels run from {int(y.min())} to "
+                          f"{int(y.max())}; every one must be known, a class 0..{k - 1}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    predicted = torch.cat([model.classify(split.x[i:i + batch_size].to(device)).logits
+                           .argmax(-1).cpu() for i in range(0, len(y), batch_size)])  # (N,)
+    model.train(was_training)
+    confusion = torch.bincount(y * k + predicted, minlength=k * k).view(k, k)
+    error = 1 - confusion.trace().item() / len(y)
+    return error, math.sqrt(error * (1 - error) / len(y)), confusion
 
 
 @torch.no_grad()
@@ -359,9 +420,9 @@ def elbo_metrics(model: VAE, split: Split, *, seed: int, cond_dim: int, objectiv
 
 @torch.no_grad()
 def evaluate(model: VAE, split: Split, *, k: int = 500, batch_size: int = 0, seed: int = 0,
-             cond_dim: int = 0, objective: str = "elbo", value_range: str | None = None,
+             cond_dim: int = 0, objective: str | None = None, value_range: str | None = None,
              levels: int | None = None, iwae_k: int = 0, budget: int | None = None,
-             progress: bool = False) -> dict[str, Any]:
+             progress: bool = False, name: str = "test") -> dict[str, Any]:
     """All the numbers of `vaelab evaluate` on one split, as a JSON-ready dict (keys: module
     docstring).
 
@@ -373,18 +434,25 @@ def evaluate(model: VAE, split: Split, *, k: int = 500, batch_size: int = 0, see
         seed: seeds the sampling; the numbers depend on it only, not on batch_size, budget
             or device.
         cond_dim: the model's condition size (conditional VAEs get one-hot labels).
-        objective: the run's objective name ("ae": reconstruction only).
+        objective: the run's objective name ("ae": reconstruction only); None: "m2" for an M2,
+            else "elbo".
         value_range: the data's, binary | unit | real (None: read off the values).
         levels: the data's quantisation levels L (None: continuous or unknown).
         iwae_k: also report the IWAE-k bound with this k (0: not).
         budget: latent samples decoded at once (default `sample_budget`); speed only.
         progress: show a progress bar.
+        name: the split's name, which names an M2's classification error (`test_error`).
     """
     start = time.perf_counter()
+    semi = isinstance(model, M2)
+    objective = objective or ("m2" if semi else "elbo")
+    if semi != OBJECTIVES[objective].semi_supervised:
+        raise VaelabError(f"evaluate: objective '{objective}' does not fit a "
+                          f"{type(model).__name__}; an M2 is scored with objective m2, only it")
     q = describe(likelihood_support(model), value_range or value_range_of(split.x), levels,
                  cond_dim, objective)
     _check_values(q, split.x)
-    if cond_dim and split.y is None:
+    if q.conditional and split.y is None:
         raise VaelabError("evaluate: a conditional model needs the split's labels; it has none")
     model.eval()
     n = len(split)
@@ -394,8 +462,13 @@ def evaluate(model: VAE, split: Split, *, k: int = 500, batch_size: int = 0, see
                               "latent_dim": model.latent_dim}
     result |= elbo_metrics(model, split, seed=seed, cond_dim=cond_dim, objective=objective,
                            batch_size=batch_size or ELBO_BATCH)
+    if isinstance(model, M2) and split.y is not None:  # labels score the classifier only
+        error, sem, confusion = classification_error(model, split, batch_size or ELBO_BATCH)
+        result |= {f"{name}_error": error, f"{name}_error_sem": sem,
+                   "confusion": confusion.tolist()}
     if q.density_model and (k or iwae_k):
-        batch_size = batch_size or max(1, min(n, 1000, budget // max(k, iwae_k)))
+        per_example = max(k, iwae_k) * (model.cond_dim if semi else 1)  # M2: k per class
+        batch_size = batch_size or max(1, min(n, 1000, budget // per_example))
         result |= _importance_sampled(model, split, q, k=k, iwae_k=iwae_k, seed=seed,
                                       cond_dim=cond_dim, batch_size=batch_size, budget=budget,
                                       progress=progress)
@@ -412,7 +485,8 @@ def _importance_sampled(model: VAE, split: Split, q: Quantity, *, k: int, iwae_k
     batches = range(0, len(split), batch_size)
     for i in tqdm(batches, desc="evaluate", unit="batch", disable=not progress):
         x = split.x[i:i + batch_size].to(device)
-        y = None if split.y is None else one_hot(split.y[i:i + batch_size].to(device), cond_dim)
+        y = (one_hot(split.y[i:i + batch_size].to(device), cond_dim)
+             if q.conditional and split.y is not None else None)  # M2: y summed out
         index = list(range(i, i + len(x)))
         if k:
             scored = (dequantise(x, q.dequantise, ExampleNoise(seed, DEQUANTISE_STREAM, index))
@@ -452,6 +526,7 @@ RECONSTRUCTION = {"log_likelihood": "log p(x|z{c})",
 # what the ELBO bounds, per kind ({g}: "|y" for a conditional model)
 BOUNDED = {"log_likelihood": "log p(x{g})", "cross_entropy": "-cross-entropy",
            "log_density": "log-density p(x{g})"}
+ERROR_SPLITS = ("test", "valid", "train")  # M2: SPLIT_error, the classifier's error there
 ESTIMATED = {"log_likelihood": "log p(x{g})", "cross_entropy": "cross-entropy",
              "log_density": "log-density p(x{g})"}
 
@@ -476,7 +551,7 @@ def evaluate_run(model: VAE, config: Config, data: Data, split: str = "test", *,
     result = evaluate(model, part, k=k, seed=seed, cond_dim=config.model.cond_dim,
                       objective=o.name, value_range=data.value_range, levels=data.levels,
                       iwae_k=o.num_samples if OBJECTIVES[o.name].bound == "iwae_bound" else 0,
-                      progress=progress)
+                      progress=progress, name=split)
     return result | {"split": split, "dataset": data.name}
 
 
@@ -486,16 +561,22 @@ def format_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
         raise VaelabError("evaluation: this result names no quantity (an older vaelab wrote "
                           "it); run `vaelab evaluate` again")
     q = Quantity(**result["quantity"])
-    c, g = (",y", "|y") if q.conditional else ("", "")
+    c, g = (",y" if q.conditional or q.sums_y else ""), ("|y" if q.conditional else "")
+    summed = ", y summed out" if q.sums_y else ""  # M2: log p(x) = log sum_y p(x, y)
     recon = RECONSTRUCTION[q.kind].format(c=c)
     rows = [("examples", f"{result['n']}")]
+    for split in ERROR_SPLITS:  # M2's classifier
+        if f"{split}_error" in result:
+            rows.append((f"{split} error (%), argmax q(y|x)", f"{100 * result[f'{split}_error']:.2f}"
+                         f" +- {100 * result[f'{split}_error_sem']:.2f} s.e.m."))
     if not q.density_model:
         rows.append((f"{recon} at z = E_q[z] (nats)", f"{result['reconstruction']:.3f}"))
     else:
         bounded = BOUNDED[q.kind].format(g=g)
-        rows += [(f"ELBO on {bounded} (nats)", f"{result['elbo']:.3f}"),
+        kl = "KL(q(y,z|x) || p(y,z))" if q.sums_y else f"KL(q(z|x{c}) || p(z))"
+        rows += [(f"ELBO on {bounded}{summed} (nats)", f"{result['elbo']:.3f}"),
                  (f"  E_q {recon}", f"{result['reconstruction']:.3f}"),
-                 (f"  KL(q(z|x{c}) || p(z))", f"{result['kl']:.3f}")]
+                 (f"  {kl}", f"{result['kl']:.3f}")]
         if "iwae_bound" in result:
             rows.append((f"IWAE bound on {bounded}, k={result['iwae_k']} (nats)",
                          f"{result['iwae_bound']:.3f}"))
@@ -503,7 +584,8 @@ def format_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
         what = ESTIMATED[q.kind].format(g=g)
         what += f" of x dequantised to {q.dequantise} levels" if q.dequantise else ""
         sem = result[f"{q.estimate}_sem"]
-        rows.append((f"{what}, IS k={result['k']} (nats)", f"{result[q.estimate]:.3f}"
+        per = " per class" if q.sums_y else ""
+        rows.append((f"{what}{summed}, IS k={result['k']}{per} (nats)", f"{result[q.estimate]:.3f}"
                      + ("" if sem is None else f" +- {sem:.3f} s.e.m.")))
         if q.nll:
             rows.append((f"NLL, -log p(x{g}) (nats)", f"{result[q.nll]:.3f}"))

@@ -2,7 +2,8 @@
 
 Every function here takes a model (and tensors) and returns numpy arrays, so a notebook can use
 the same results as the CLI commands: sampling, reconstruction, interpolation (linear or slerp),
-attribute arithmetic, latent traversals, latent maps, inpainting and denoising.
+attribute arithmetic, latent traversals, latent maps, inpainting and denoising, and the class
+analogies of a semi-supervised (M2) or conditional model.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import Tensor
 
 from vaelab.data import Split
 from vaelab.errors import VaelabError
-from vaelab.models import VAE, one_hot
+from vaelab.models import M2, VAE, one_hot
 
 INPAINT_STEPS = 5  # encode/decode rounds with observed pixels clamped (see `inpaint`)
 
@@ -273,6 +274,61 @@ def manifold(model: VAE, n: int = 15, edge: float = 0.05,
     z0, z1 = np.meshgrid(grid, grid[::-1])  # (n, n) each; rows go down in z[1]
     z = torch.tensor(np.stack([z0, z1], -1), device=_device(model))  # (n, n, 2)
     return decode(model, z, None if y is None else y.expand(n)), grid
+
+
+# ---------------------------------------------------------------- class analogies
+@torch.no_grad()
+def style_classes(model: VAE, x: Tensor, y: Tensor | None = None) -> Tensor:
+    """The class each input's style is inferred with (N,), on the model's device: its label
+    where known (y >= 0), else M2's most probable class under q(y|x).
+
+    Args:
+        model: an M2, or a VAE conditioned on one-hot classes.
+        x: inputs (N, *x_shape).
+        y: their labels (N,), -1 where unknown; None: all unknown.
+    """
+    if not model.cond_dim:
+        raise VaelabError("analogies need a model of the class: this run is not conditional; "
+                          "train with --family m2 (semi-supervised) or --conditional")
+    device = _device(model)
+    if y is not None and y.dim() != 1:
+        raise VaelabError("analogies need class labels (N,); this run is conditioned on "
+                          "attribute vectors")
+    known = (torch.full((len(x),), -1, dtype=torch.long, device=device) if y is None
+             else y.to(device).long())
+    if bool((known < 0).any()):
+        if not isinstance(model, M2):
+            raise VaelabError("analogies: a conditional VAE infers a style from labelled "
+                              "inputs only, and some of these have no label (an M2 guesses)")
+        guess = model.classify(x.to(device)).logits.argmax(-1)
+        known = torch.where(known >= 0, known, guess)
+    if int(known.max()) >= model.cond_dim:
+        raise VaelabError(f"analogies: label {int(known.max())}, but this run has classes "
+                          f"0..{model.cond_dim - 1}")
+    return known
+
+
+@torch.no_grad()
+def analogies(model: VAE, x: Tensor, y: Tensor | None = None) -> np.ndarray:
+    """Each input's style decoded as every class (Kingma et al. 2014, section 4.2, fig. 1).
+
+    The style is z = E_q[z|x, y], with y the input's label where known, else M2's guess
+    (`style_classes`); then p(x|y = c, z) is decoded for every class c with that one z.
+
+    Args:
+        model: an M2, or a VAE conditioned on one-hot classes.
+        x: inputs (N, *x_shape).
+        y: their labels (N,), -1 where unknown; None: all unknown (M2 only).
+
+    Returns:
+        (N, K, *x_shape) numpy float32: row i is input i's style, column c decoded as class c.
+    """
+    k, device = model.cond_dim, _device(model)
+    labels = style_classes(model, x, y)  # (N,)
+    z = model.encode(x.to(device), one_hot(labels, k)).mean  # (N, D)
+    zk = z[:, None].expand(len(z), k, z.shape[-1])  # (N, K, D): one style per row
+    yk = torch.eye(k, device=device).expand(len(z), k, k)  # (N, K, K): class c in column c
+    return model.decode(zk, yk).mean.float().cpu().numpy()
 
 
 # ---------------------------------------------------------------- inpainting and denoising

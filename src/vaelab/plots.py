@@ -275,3 +275,32 @@ def as_image_rows(x: Any, x_shape: Sequence[int]) -> np.ndarray:
     x = np.asarray(x)
     images = as_images(x.reshape(-1, *x_shape), x_shape)
     return images.reshape(x.shape[0], x.shape[1], *images.shape[1:])
+
+
+def confusion_matrix(counts: np.ndarray, title: str, class_names: Sequence[str] | None = None,
+                     xlabel: str = "predicted class", ylabel: str = "true class") -> Figure:
+    """A K x K heat map of counts (K, K), rows the true classes, columns the predicted ones,
+    each cell with its count; the diagonal (correct) is outlined."""
+    counts = np.asarray(counts)
+    k = len(counts)
+    names = list(class_names)[:k] if class_names is not None and len(class_names) >= k else [
+        str(c) for c in range(k)]
+    side = min(11.0, 2.2 + 0.55 * k)
+    fig, ax = plt.subplots(figsize=(side + 0.9, side))
+    image = ax.imshow(counts, cmap="Blues", vmin=0, vmax=max(1, int(counts.max())))
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="examples")
+    if k <= 30:  # the numbers stay readable
+        dark = counts > 0.55 * max(1, int(counts.max()))
+        for (i, j), value in np.ndenumerate(counts):
+            ax.text(j, i, str(int(value)), ha="center", va="center",
+                    fontsize=9 if k <= 12 else 7,
+                    color="white" if dark[i, j] else ("0.2" if value else "0.75"))
+    for c in range(k):
+        ax.add_patch(plt.Rectangle((c - 0.5, c - 0.5), 1, 1, fill=False, lw=1.2, color="0.3"))
+    rotate = 90 if max(map(len, names)) > 3 else 0
+    ax.set_xticks(range(k), names, rotation=rotate)
+    ax.set_yticks(range(k), names)
+    ax.tick_params(length=0)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    fig.tight_layout()
+    return fig

@@ -20,7 +20,7 @@ from vaelab.training import flush_denormals
 
 # each module has NAME, HELP, EXAMPLE, add_arguments(parser) and execute(args) -> int
 COMMAND_MODULES = ["train", "datasets", "evaluate", "sample", "reconstruct",
-                   "interpolate", "arithmetic", "traverse", "latent", "inpaint", "denoise",
+                   "interpolate", "arithmetic", "traverse", "latent", "inpaint", "denoise", "analogies",
                    "compare_latent", "report"]
 
 

@@ -1,20 +1,19 @@
 """vaelab evaluate: test ELBO, an importance-sampled log p(x) (or what the run's likelihood gives
-on its data: a cross-entropy, a dequantised log-density), KL per dimension, active units."""
+on its data: a cross-entropy, a dequantised log-density), KL per dimension, active units; for
+an M2 run also its classifier's test error, and RUN/confusion.png."""
 
 from __future__ import annotations
 
 import argparse
 import json
-from typing import TYPE_CHECKING
+import sys
 
 from vaelab.cli.common import add_run_argument
 
-if TYPE_CHECKING:
-    pass
-
 NAME = "evaluate"
 HELP = ("evaluate a trained run: ELBO, importance-sampled log p(x) with bits/dim (or what the "
-        "likelihood gives on the data), KL, active units")
+        "likelihood gives on the data), KL, active units; M2 runs: the classifier's test "
+        "error and RUN/confusion.png")
 EXAMPLE = "vaelab evaluate runs/digits --samples 1000 --json"
 
 
@@ -22,7 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_argument(p)
     p.add_argument("--split", choices=["test", "valid", "train"], default="test")
     p.add_argument("--samples", "-k", type=int, default=None,
-                   help="importance samples per example (default 500; 0 skips log p(x))")
+                   help="importance samples per example (default 500; 0 skips log p(x)); "
+                   "an M2 takes them for each class, to sum y out exactly")
     p.add_argument("--protocol", choices=["quick", "paper"], default="quick",
                    help="paper: k=5000 on the whole test set (IWAE protocol)")
     p.add_argument("--limit", type=int, default=None, help="only the first N examples")
@@ -50,4 +50,12 @@ def execute(args: argparse.Namespace) -> int:
     result |= {"protocol": args.protocol, "model_step": step}
     write_json(args.run / f"evaluation-{args.split}.json", result)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
+    if "confusion" in result:  # M2: its classifier's confusion matrix
+        from vaelab.workflows import figures
+
+        name = "confusion.png" if args.split == "test" else f"confusion-{args.split}.png"
+        fig = figures.confusion(result["confusion"], data.classes, split=args.split,
+                                name=args.run.name)
+        path = figures.save(fig, args.run / name, step)
+        print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
     return 0

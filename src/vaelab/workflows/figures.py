@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from vaelab import exploration, plots
 from vaelab.data import Data, Split
 from vaelab.errors import VaelabError
-from vaelab.models import VAE, one_hot
+from vaelab.models import M2, VAE, one_hot
 from vaelab.runfolder import STEP_KEY
 
 MAX_GRID = 400  # images drawn in one sample grid (20 x 20); the .npy array keeps them all
@@ -137,3 +137,50 @@ def latent_map(model: VAE, data: Data, *, limit: int = 2000, method: str = "auto
                               None if images is None else plots.as_image_rows(images, model.x_shape),
                               cells)
     return fig, codes, images
+
+
+def confusion(counts: np.ndarray, classes: Sequence[str] | None = None, *, split: str = "test",
+              name: str = "") -> Figure:
+    """M2's confusion matrix, counts (K, K) from vaelab.evaluation.classification_error (rows
+    true classes, columns argmax q(y|x)), titled with the error it implies."""
+    counts = np.asarray(counts)
+    n = int(counts.sum())
+    wrong = n - int(np.trace(counts))
+    of = f" of {name}" if name else ""
+    title = (f"classifier q(y|x){of} on {n} {split} images\n"
+             f"{split} error {100 * wrong / max(n, 1):.2f}% ({wrong} wrong)")
+    return plots.confusion_matrix(counts, title, classes,
+                                  xlabel="predicted class (argmax q(y|x))", ylabel="true class")
+
+
+def analogies(model: VAE, test: Split, n: int = 10, *, seed: int = 0,
+              classes: Sequence[str] | None = None, name: str = "") -> tuple[Figure, np.ndarray]:
+    """Class analogies (Kingma et al. 2014, fig. 1): n test images drawn with `seed`, one row
+    each: the image, then its style z = E_q[z|x,y] decoded as every class.
+
+    Returns the figure and the images (n, 1 + K, *x_shape), column 0 the test images.
+    """
+    if not model.cond_dim or (not isinstance(model, M2) and test.y is None):
+        raise VaelabError("analogies need a model of the class: an M2 run (train with --family "
+                          "m2), or a conditional run (--conditional) whose test set has labels")
+    pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:n]
+    part = test.subset(pick)
+    grid = exploration.analogies(model, part.x, part.y)  # (n, K, *x_shape)
+    used = exploration.style_classes(model, part.x, part.y).tolist()
+    images = np.concatenate([part.x.numpy()[:, None], grid], 1)
+
+    def class_name(c: int) -> str:
+        return classes[c] if classes is not None and c < len(classes) else str(c)
+
+    known = [part.y is not None and int(part.y[i]) >= 0 for i in range(len(pick))]
+    rows = [f"{int(i)}: {class_name(c)}" + ("" if sure else "?")
+            for i, c, sure in zip(pick, used, known, strict=True)]
+    how = " (?: class guessed by q(y|x))" if not all(known) else ""
+    shown = plots.as_image_rows(images, model.x_shape)
+    fig = plots.row_grid(shown,
+                         "analogies" + (f" of {name}" if name else "")
+                         + ": each row's style z = E_q[z|x,y], decoded as every class",
+                         row_labels=rows, col_labels=["input", *map(class_name, range(model.cond_dim))],
+                         xlabel="class y of p(x|y,z)", ylabel="test image: its class" + how)
+    fig.axes[0].axvline(shown.shape[-1], color="tab:red", lw=2)  # the inputs | the analogies
+    return fig, images

@@ -19,8 +19,8 @@ from matplotlib.figure import Figure
 from vaelab import runfolder
 from vaelab.config import Config
 from vaelab.data import Data, load_data
-from vaelab.evaluation import evaluate_run, format_rows
-from vaelab.models import VAE
+from vaelab.evaluation import classification_error, evaluate_run, format_rows
+from vaelab.models import M2, VAE
 from vaelab.workflows import figures
 from vaelab.workflows.run import training_figures
 
@@ -49,6 +49,27 @@ SECTIONS = [  # (title, file, what the reader sees, how it is made if missing or
     ("Latent map", "latent-map.png", "Test codes coloured by class.",
      lambda model, data: figures.latent_map(model, data)[0]),
 ]
+
+
+def _confusion(model: VAE, data: Data) -> Figure:
+    assert isinstance(model, M2)  # M2_SECTIONS are made for M2 runs only
+    return figures.confusion(classification_error(model, data.test)[2].numpy(), data.classes)
+
+
+M2_SECTIONS = [  # what an M2 run (Kingma et al. 2014) adds
+    ("Classification", "confusion.png",
+     "The classifier q(y|x) on the test set: true classes (rows) against its most probable "
+     "class (columns).", _confusion),
+    ("Analogies", "analogies.png",
+     "Kingma et al. (2014), fig. 1: each row a test image, then its style z = E_q[z|x,y] "
+     "decoded as every class.",
+     lambda model, data: figures.analogies(model, data.test, classes=data.classes)[0]),
+]
+
+
+def sections(m2: bool) -> list[tuple[str, str, str, Any]]:
+    """The report's sections: SECTIONS, and M2_SECTIONS for an M2 run."""
+    return SECTIONS + (M2_SECTIONS if m2 else [])
 
 
 def write_report(run: str | Path, out: str | Path | None = None, *, k: int = 100,
@@ -80,7 +101,7 @@ def make_missing(run: Path, model: VAE, data: Data, state: runfolder.ModelState)
     if not all(runfolder.is_current(run / name, state) for name in TRAINING_FIGURES):
         training_figures(run, model, data)
         made += TRAINING_FIGURES
-    for _, name, _, make in SECTIONS:
+    for _, name, _, make in sections(isinstance(model, M2)):
         if make is not None and not runfolder.is_current(run / name, state):
             figures.save(make(model, data), run / name, state.step)
             made.append(name)
@@ -108,7 +129,7 @@ def render(run: Path, config: Config, metrics: dict[str, Any],
              f"<p>{html.escape(_summary(config, state))}</p>",
              f'<p class="note">{html.escape(note)}</p>' if note else "",
              "<h2>Evaluation (test set)</h2>", _metrics_table(metrics)]
-    for title, name, caption, _ in SECTIONS:
+    for title, name, caption, _ in sections(config.model.family == "m2"):
         parts.append(f"<h2>{title}</h2><p>{caption}</p>")
         if (run / name).is_file():
             data = base64.b64encode((run / name).read_bytes()).decode("ascii")
@@ -131,7 +152,9 @@ def render(run: Path, config: Config, metrics: dict[str, Any],
 def _summary(config: Config, state: runfolder.ModelState) -> str:
     m, o, t = config.model, config.objective, config.train
     trained = "" if state.epoch is None else f" (weights of epoch {state.epoch}, step {state.step})"
-    return (f"{config.data.name}: {m.arch} VAE, latent {m.latent_dim}, hidden {m.hidden}, "
+    family = (f"M2 (semi-supervised, {config.data.labels or 'all'} training labels)"
+              if m.family == "m2" else "VAE")
+    return (f"{config.data.name}: {m.arch} {family}, latent {m.latent_dim}, hidden {m.hidden}, "
             f"{m.likelihood} likelihood; objective {o.name}; {t.epochs} epochs{trained}, "
             f"batch {t.batch_size}, lr {t.lr}, seed {t.seed}.")
 

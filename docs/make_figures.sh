@@ -17,4 +17,7 @@ vaelab latent "$run" --method tsne --out "$img/latent.png"
 vaelab latent "$runs/digits-2d" --out "$img/latent-2d.png"
 vaelab inpaint "$run" --mask right -n 8 --out "$img/inpaint.png"
 vaelab denoise "$run" --noise saltpepper:0.2 --out "$img/denoise.png"
+vaelab train --data digits --family m2 --labels 50 --epochs 30 --runs-dir "$runs" --name m2 \
+  --overwrite --quiet
+vaelab analogies "$runs/m2" -n 6 --out "$img/analogies.png"
 vaelab compare-latent --data digits --epochs 10 --runs-dir "$runs" --out "$img/compare-latent.png"

@@ -21,7 +21,7 @@ from vaelab.training import flush_denormals
 # each module has NAME, HELP, EXAMPLE, add_arguments(parser) and execute(args) -> int
 COMMAND_MODULES = ["train", "datasets", "evaluate", "sample", "reconstruct",
                    "interpolate", "arithmetic", "traverse", "latent", "inpaint", "denoise",
-                   "compare_latent", "report"]
+                   "compare_latent", "report", "baseline"]
 
 
 def build_parser() -> argparse.ArgumentParser:

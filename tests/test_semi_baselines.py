@@ -210,6 +210,17 @@ def test_bad_semi_supervised_inputs_are_one_line_errors(case: str, m1: Path, tmp
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.safetensors"))
 
 
+def test_a_conditional_run_is_no_m1(m1: Path, tmp_path: Path) -> None:
+    run = tmp_path / "cvae"
+    shutil.copytree(m1, run)
+    (run / CODES).unlink(missing_ok=True)
+    d = json.loads((run / runfolder.CONFIG).read_text())
+    d["model"]["cond_dim"] = 10
+    (run / runfolder.CONFIG).write_text(json.dumps(d))
+    with pytest.raises(vaelab.VaelabError, match="plain VAE"):
+        training.encode_run(run)
+
+
 def test_codes_of_older_weights_are_refused(m1: Path, tmp_path: Path) -> None:
     run = tmp_path / "m1"
     shutil.copytree(m1, run)
@@ -221,3 +232,37 @@ def test_codes_of_older_weights_are_refused(m1: Path, tmp_path: Path) -> None:
     assert training.encode_run(run) == run / CODES  # re-encodes the new weights
     assert load_data(DataConfig(name="digits", features=str(run))).step == \
         runfolder.model_state(run).step
+
+
+@pytest.mark.slow
+def test_the_benchmark_runs_end_to_end_in_its_tiny_mode_and_resumes(tmp_path: Path) -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "semi_supervised.py"
+    spec = importlib.util.spec_from_file_location("semi_supervised", path)
+    assert spec and spec.loader
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "semi.jsonl"
+    argv = ["--data", "digits", "--minutes", "0.05", "--labels", "50", "--speed-reps", "1",
+            "--speed-n", "640", "--mlp-steps", "50", "--runs", str(tmp_path / "runs"),
+            "--out", str(out)]
+    bench.main(argv)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    speed = next(r["speed"] for r in records if "speed" in r)
+    assert speed["m2_examples_per_s"] > 0 and speed["m2_step_cost"] > 1  # M2 does more work
+    phases = {r["phase"] for r in records if "test_error" in r}
+    assert phases == {"m2", "m1m2", "m1+logreg", "m1+svm", "mlp"}
+    assert all(0 <= r["test_error"] <= 100 for r in records if "test_error" in r)
+    m1_minutes = next(r["own_minutes"] for r in records if r.get("phase") == "m1" and r.get("done"))
+    m1m2 = [r for r in records if r.get("phase") == "m1m2" and "train_minutes" in r]
+    assert m1m2 and all(r["train_minutes"] >= m1_minutes for r in m1m2)
+    assert out.with_suffix(".png").is_file()
+    # stopped after M2's first score: --resume finishes the rest
+    first_m2 = next(i for i, r in enumerate(records) if r.get("phase") == "m2")
+    out.write_text("".join(json.dumps(r) + "\n" for r in records[:first_m2 + 1]))
+    bench.main([*argv, "--resume"])
+    again = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sum("speed" in r for r in again) == 1  # not measured twice
+    assert {r["phase"] for r in again if r.get("done")} == {"m1", "m2", "m1m2"}
+    assert {r["phase"] for r in again if "test_error" in r} == phases

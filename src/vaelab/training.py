@@ -90,9 +90,9 @@ def encode_run(run: str | Path) -> Path:
     if features.codes_step(run) == features.weights_step(run):
         return path
     if config.model.family != "vae" or config.model.cond_dim:
-        raise VaelabError(f"data.features {run}: M1 is a plain VAE, and that run is a "
-                          f"{config.model.family} with classes as input; train it without "
-                          f"--family m2 / --conditional")
+        raise VaelabError(f"data.features {run}: that run's encoder takes the class too "
+                          f"(family {config.model.family}, cond_dim {config.model.cond_dim}); "
+                          f"M1 is a plain VAE, trained without --family m2 / --conditional")
     model = runfolder.load(run)
 
     @torch.no_grad()

@@ -52,6 +52,7 @@ class DataConfig:
     image_size: list[int] | None = None  # [H, W] to resize image folders to; None = first image's
     image_shape: list[int] | None = None  # [H, W] or [C, H, W] of flat vectors (N, D) that are images
     labels: int = 0  # keep this many training labels, balanced over classes (0: all); M2 only
+    features: str | None = None  # M1+M2: train on the codes q(z1|x) of this VAE run folder
 
 
 # None below means "the dataset's default" (see GENERIC_DEFAULTS and `vaelab datasets`).
@@ -283,6 +284,11 @@ def validate(config: Config, source: str = "config") -> None:
         (d.image_shape is None or _is_size(d.image_shape, 2) or _is_size(d.image_shape, 3),
          "data.image_shape must be [height, width] or [channels, height, width], numbers >= 1"),
         _one_of(d.binarize, BINARIZE, "data.binarize"),
+        (d.features is None or d.features.strip() != "",
+         "data.features must name a run folder (a trained VAE), or be left out"),
+        (d.features is None or (d.binarize == "none" and d.image_shape is None),
+         "data.features: the codes of a run are real vectors; leave data.binarize and "
+         "data.image_shape unset (the run's own data settings are used to encode)"),
         (0 <= d.valid_fraction < 1, "data.valid_fraction must be in [0, 1)"),
     ]
     for ok, message in checks:

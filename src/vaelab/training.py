@@ -27,8 +27,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from vaelab import distributed, runfolder
-from vaelab.config import Config, TrainConfig, apply_defaults, need
-from vaelab.data import Data, Split, dynamic_binarize, load_data
+from vaelab.config import Config, DataConfig, TrainConfig, apply_defaults, need
+from vaelab.data import Data, Split, dynamic_binarize, features, load_data, sample_codes
 from vaelab.data.splits import keep_labels
 from vaelab.device import resolve_device
 from vaelab.errors import TrainingInterrupted, VaelabError, VaelabWarning
@@ -51,7 +51,7 @@ class TrainResult:
 def prepare(config: Config, data: Data | None = None) -> tuple[Config, Data]:
     """Loads the data and returns a completed copy of the config: the dataset's defaults
     applied (vaelab.config.apply_defaults) and the data's shape filled in."""
-    data = data if data is not None else load_data(config.data)
+    data = data if data is not None else load_training_data(config.data)
     config = apply_defaults(config, data.defaults)
     config.model.x_shape = data.x_shape
     model, y = config.model, data.train.y
@@ -68,6 +68,42 @@ def prepare(config: Config, data: Data | None = None) -> tuple[Config, Data]:
         raise VaelabError(f"data: the {model.likelihood} likelihood needs values in [0, 1], but "
                           f"{data.name} spans [{lo:.3g}, {hi:.3g}]; use --likelihood gaussian")
     return config, data
+
+
+def load_training_data(d: DataConfig) -> Data:
+    """load_data; for M1+M2 (data.features) after encoding that run first (`encode_run`)."""
+    if d.features:
+        encode_run(d.features)
+    return load_data(d)
+
+
+def encode_run(run: str | Path) -> Path:
+    """Writes RUN/codes.safetensors (vaelab.data.features): the mean and standard deviation of
+    q(z|x) of the VAE trained in RUN, for every split of its own data, unless the file already
+    holds the codes of its current weights. Returns the file's path. This is M1 of Kingma et
+    al. (2014), section 3.1.3; M2 then trains on the codes (data.features = RUN)."""
+    run = Path(run)
+    if not (run / runfolder.CONFIG).is_file():
+        raise VaelabError(f"data.features {run}: not a run folder (no {runfolder.CONFIG}); "
+                          f"train a VAE there first, e.g. vaelab train --data mnist --name m1")
+    path, config = run / features.CODES, runfolder.read_config(run)
+    if features.codes_step(run) == features.weights_step(run):
+        return path
+    if config.model.family != "vae" or config.model.cond_dim:
+        raise VaelabError(f"data.features {run}: that run's encoder takes the class too "
+                          f"(family {config.model.family}, cond_dim {config.model.cond_dim}); "
+                          f"M1 is a plain VAE, trained without --family m2 / --conditional")
+    model = runfolder.load(run)
+
+    @torch.no_grad()
+    def encode(x: Tensor) -> tuple[Tensor, Tensor]:
+        qz = model.encode(x)
+        return qz.mean, qz.stddev
+
+    step = runfolder.model_state(run).step
+    runfolder.write_bytes(path, features.codes_bytes(load_data(config.data), encode, step=step,
+                                                     dataset=config.data.name))
+    return path
 
 
 def _keep_labels(config: Config, data: Data) -> tuple[Config, Data]:
@@ -289,6 +325,8 @@ class Trainer:
         x = self.data.train.x[idx].to(dev, non_blocking=True)
         if config.data.binarize == "dynamic":
             x = dynamic_binarize(x, self.noise)
+        if config.data.features:  # M1+M2: a fresh z1 ~ q(z1|x) (vaelab.data.features)
+            x = sample_codes(x, self.data, idx, self.noise)
         num_samples, deterministic = config.objective.num_samples, self.objective.deterministic
         # every rank draws the noise of the whole batch and keeps its own rows, so N
         # processes take the steps one process would (up to floating-point rounding)

@@ -20,8 +20,8 @@ from vaelab.training import flush_denormals
 
 # each module has NAME, HELP, EXAMPLE, add_arguments(parser) and execute(args) -> int
 COMMAND_MODULES = ["train", "datasets", "evaluate", "sample", "reconstruct",
-                   "interpolate", "arithmetic", "traverse", "latent", "inpaint", "denoise", "analogies",
-                   "compare_latent", "report"]
+                   "interpolate", "arithmetic", "traverse", "latent", "inpaint", "denoise",
+                   "analogies", "compare_latent", "report", "baseline"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,7 @@ EXAMPLE = "vaelab train --data digits    # offline, under a minute on 2 CPU core
 FLAGS = {
     "data": ("data", "name"), "data_dir": ("data", "data_dir"), "binarize": ("data", "binarize"),
     "image_shape": ("data", "image_shape"), "labels": ("data", "labels"),
+    "features": ("data", "features"),
     "family": ("model", "family"), "alpha": ("objective", "alpha"),
     "valid_fraction": ("data", "valid_fraction"),
     "arch": ("model", "arch"), "latent_dim": ("model", "latent_dim"), "hidden": ("model", "hidden"),
@@ -50,6 +51,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--labels", type=positive_int, metavar="N",
                    help="M2: keep N training labels, balanced over classes, drawn with --seed "
                    "(saved in RUN/labels.json); training never sees the others")
+    d.add_argument("--features", metavar="RUN",
+                   help="M1+M2: train on the codes q(z1|x) of the VAE trained in RUN (its own "
+                   "dataset and splits; a fresh z1 each batch, the mean for validation/test); "
+                   "written once to RUN/codes.safetensors")
     d.add_argument("--image-shape", type=int_list, metavar="H,W",
                    help="the image shape (H,W or C,H,W) of flat vectors, e.g. 28,20: figures and "
                    "masks then use it, and --arch conv works")
@@ -130,11 +135,17 @@ def build_config(args: argparse.Namespace) -> tuple[Any, Any]:
     when training starts (vaelab.config.apply_defaults; `vaelab datasets` lists them)."""
     from vaelab.config import Config, DataConfig, load_config_file
     from vaelab.data import load_data
+    from vaelab.training import encode_run
 
     file = load_config_file(args.config) if args.config else {}
     flags = cli_overrides(args)
     data_cfg = Config.from_dict(_merge({"data": file.get("data", {})},
                                        {"data": flags["data"]}), "options").data
+    if data_cfg.features:  # M1+M2: the codes of a VAE run, of its own dataset by default
+        given = "name" in flags["data"] or "name" in file.get("data", {})
+        data_cfg.name = data_cfg.name if given else _features_dataset(data_cfg.features)
+        flags["data"]["name"] = data_cfg.name
+        encode_run(data_cfg.features)
     data = load_data(data_cfg if data_cfg.name else DataConfig())
     merged = _merge(file, flags)
     model, objective = merged.get("model"), merged.get("objective", {})
@@ -145,6 +156,16 @@ def build_config(args: argparse.Namespace) -> tuple[Any, Any]:
         merged = _merge(merged, {"model": {"cond_dim": _num_classes(data)}})
     source = str(args.config) if args.config else "options"
     return Config.from_dict(merged, source), data
+
+
+def _features_dataset(run: str) -> str:
+    """The dataset the VAE run `run` (--features) was trained on."""
+    from vaelab.runfolder import CONFIG, read_config
+
+    if not (Path(run) / CONFIG).is_file():
+        raise VaelabError(f"--features {run}: not a run folder (no {CONFIG}); train a VAE "
+                          f"there first, e.g. vaelab train --data mnist --name m1")
+    return read_config(run).data.name
 
 
 def _num_classes(data: Any) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from vaelab.config import DataConfig
+from vaelab.data.features import Codes, load_codes, sample_codes
 from vaelab.data.files import load_path
 from vaelab.data.named import DATASETS, load_named, suggest
 from vaelab.data.splits import BINARIZE_SEED, VALID_SEED, Data, Split, dynamic_binarize, split_off
@@ -26,7 +27,12 @@ def load_data(config: DataConfig) -> Data:
     Flat vectors (N, D) become images (N, C, H, W) when `config.image_shape` is set; then a
     validation split is held out and `config.binarize` applied (dynamic binarization draws
     valid/test once, with a fixed seed; training draws its batches afresh).
+
+    With `config.features` (M1+M2), the data are the codes of that VAE run instead: its own
+    splits, encoded (vaelab.data.features.load_codes).
     """
+    if config.features:
+        return load_codes(config)
     name = config.name
     if name in DATASETS:
         data = load_named(name, config.data_dir)
@@ -93,5 +99,5 @@ def _check_finite(data: Data) -> None:
             raise VaelabError(f"data: {data.name} has an empty {split_name} split")
 
 
-__all__ = ["BINARIZE_SEED", "VALID_SEED", "Data", "Split", "dynamic_binarize", "load_data",
-           "split_off"]
+__all__ = ["BINARIZE_SEED", "VALID_SEED", "Codes", "Data", "Split", "dynamic_binarize",
+           "load_data", "sample_codes", "split_off"]

@@ -75,9 +75,19 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     import torch
 
-    torch.set_flush_denormal(True)  # before any torch work, as the vaelab command does
+    from vaelab.training import flush_denormals
+
     args = parse(argv)
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        with flush_denormals():  # as the vaelab command does; restored on the way out
+            run(args, sys.argv[1:] if argv is None else argv)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> None:
     out = args.out or RESULTS / "semi_supervised.jsonl"
     if args.plot:
         print(f"wrote {plot(out)}")
@@ -87,8 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     done = read(out) if args.resume else []
     if not args.resume:
         out.parent.mkdir(parents=True, exist_ok=True)
-        header = {"benchmark": "semi_supervised", "machine": machine(), "argv": sys.argv[1:]
-                  if argv is None else argv, "data": args.data,
+        header = {"benchmark": "semi_supervised", "machine": machine(), "argv": argv, "data": args.data,
                   "labels": args.labels, "minutes": args.minutes, "m1_share": args.m1_share,
                   "seeds": seeds, "paper": PAPER, "n_test": len(data.test)}
         out.write_text(json.dumps(header) + "\n")

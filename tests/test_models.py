@@ -72,6 +72,25 @@ def test_conditional_models_use_y_in_encoder_and_decoder(arch):
     torch.testing.assert_close(drawn, model.decode(z, turn).mean)
 
 
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_encoding_rows_shares_the_work_and_changes_nothing(arch):
+    """encode(x, y, rows) (M2's one pass per class) equals encoding x[rows] with y, values and
+    gradients, though the first layer multiplies each example once."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch=arch, latent_dim=2, hidden=[16], channels=[4],
+                                    x_shape=[1, 8, 8], cond_dim=3))
+    x = torch.rand(4, 1, 8, 8)
+    rows = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3, 2])
+    y = F.one_hot(torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 2]), 3).float()
+    shared, plain = model.encode(x, y, rows=rows), model.encode(x[rows], y)
+    torch.testing.assert_close(shared.mean, plain.mean)
+    torch.testing.assert_close(shared.stddev, plain.stddev)
+    grads = [torch.autograd.grad(q.mean.square().sum() + q.stddev.sum(), model.encoder.parameters())
+             for q in (shared, plain)]
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)
+
 # ------------------------------------------------------------------------------ likelihoods
 def test_bernoulli_log_prob_is_minus_binary_cross_entropy():
     logits, x = torch.randn(4, 1, 3, 3), torch.rand(4, 3, 3)

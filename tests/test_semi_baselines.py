@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 import vaelab
 from vaelab import runfolder, training
@@ -19,6 +21,7 @@ from vaelab.cli import main
 from vaelab.config import Config, DataConfig, ModelConfig, ObjectiveConfig, TrainConfig
 from vaelab.data import load_data
 from vaelab.data.features import CODES
+from vaelab.errors import VaelabError
 from vaelab.workflows.baselines import Options, baseline, codes, summarise
 
 TINY_M2 = ["--family", "m2", "--epochs", "1", "--hidden", "16", "--latent-dim", "2", "--quiet",
@@ -58,14 +61,38 @@ def test_codes_are_the_encoders_means_and_scales(m1: Path) -> None:
     data = load_data(DataConfig(name="digits", features=str(m1)))
     expected = encoder_codes(m1)
     latent = runfolder.read_config(m1).model.latent_dim
+    active = expected["train"][0].var(0) > 0.01  # the paper's std > 0.1 over x
+    assert data.dims == active.nonzero()[:, 0].tolist()
     for name, (loc, _scale, y) in expected.items():
         split = getattr(data, name)
-        assert split.x.shape == (len(y), latent)
-        torch.testing.assert_close(split.x, loc, rtol=1e-5, atol=1e-6)
+        assert split.x.shape == (len(y), int(active.sum())) and int(active.sum()) <= latent
+        torch.testing.assert_close(split.x, loc[:, active], rtol=1e-5, atol=1e-6)
         assert torch.equal(split.y, y)
-    torch.testing.assert_close(data.scale, expected["train"][1], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(data.scale, expected["train"][1][:, active], rtol=1e-5, atol=1e-6)
     assert data.value_range == "real" and data.classes == [str(i) for i in range(10)]
     assert data.step == runfolder.model_state(m1).step
+
+
+def test_inactive_dimensions_of_z1_are_dropped(m1: Path, tmp_path: Path) -> None:
+    """A dimension whose posterior mean hardly moves with x is prior noise: M2 never sees it."""
+    training.encode_run(m1)
+    run = tmp_path / "m1"
+    shutil.copytree(m1, run)
+    path = run / "codes.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(str(path))
+    latent = tensors["train.loc"].shape[1]
+    tensors["train.loc"][:, 1] = 0.05 * torch.randn(len(tensors["train.loc"]))  # variance 0.0025
+    save_file(tensors, str(path), metadata=metadata)
+    data = load_data(DataConfig(name="digits", features=str(run)))
+    assert 1 not in (data.dims or []) and data.train.x.shape[1] == len(data.dims or []) < latent
+    torch.testing.assert_close(data.test.x, tensors["test.loc"][:, data.dims])
+    for name in ("train.loc", "valid.loc", "test.loc"):
+        tensors[name][:] = tensors[name][:1]  # every x has the same code: nothing is active
+    save_file(tensors, str(path), metadata=metadata)
+    with pytest.raises(VaelabError, match="no dimension of z1 is active"):
+        load_data(DataConfig(name="digits", features=str(run)))
 
 
 def test_each_batch_draws_a_fresh_z1_and_resume_stays_exact(m1: Path, tmp_path: Path,
@@ -107,8 +134,8 @@ def test_m1_m2_trains_from_the_cli_and_draws_its_figures(m1: Path, tmp_path: Pat
     config = runfolder.read_config(run)
     assert config.data.features == str(m1) and config.data.name == "digits"
     assert config.model.likelihood == "gaussian-learned"
-    latent = runfolder.read_config(m1).model.latent_dim
-    assert config.model.x_shape == [latent] and config.model.cond_dim == 10
+    active = load_data(DataConfig(name="digits", features=str(m1))).dims or []
+    assert config.model.x_shape == [len(active)] and config.model.cond_dim == 10
     assert all((run / f).is_file() for f in ("samples.png", "reconstructions.png", "latent.png"))
     assert len(json.loads((run / runfolder.LABELS).read_text())["train_indices"]) == 30
 
@@ -123,9 +150,9 @@ def test_logreg_and_svm_on_codes_match_sklearn_on_m2s_labelled_examples(m1: Path
                  progress=False)
     index = json.loads((tmp_path / "m2" / runfolder.LABELS).read_text())["train_indices"]
     expected = encoder_codes(m1)
-    x, y = expected["train"][0][index].numpy(), expected["train"][2][index].numpy()
-    x_test, y_test = expected["test"][0].numpy(), expected["test"][2].numpy()
-    data = codes(m1)
+    data = codes(m1)  # the active dimensions of z1
+    x, y = expected["train"][0][index][:, data.dims].numpy(), expected["train"][2][index].numpy()
+    x_test, y_test = expected["test"][0][:, data.dims].numpy(), expected["test"][2].numpy()
     n = len(y_test)
     for method, clf in (("logreg", LogisticRegression(max_iter=1000)), ("svm", SVC())):
         wrong = clf.fit(x, y).predict(x_test) != y_test

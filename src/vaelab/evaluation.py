@@ -356,13 +356,12 @@ def classification_error(model: M2, split: Split,
 
 @torch.no_grad()
 def _per_example(out: Output, values: Tensor) -> Tensor:
-    """Per-example values (B, ...): an M2's (K * B, ...) rows, one per class, averaged under
-    q(y|x); anything else as it is."""
+    """Per-example values (B, ...): an M2's rows (R, ...), one per class of an unlabelled
+    example, averaged under q(y|x); anything else as it is."""
     if not isinstance(out, SemiOutput):
         return values
     probs = out.qy.probs.T  # (K, B)
-    k, b = probs.shape
-    return (values.view(k, b, *values.shape[1:]) * probs.view(k, b, *[1] * (values.dim() - 1))).sum(0)
+    return (out.grid(values) * probs.view(*probs.shape, *[1] * (values.dim() - 1))).sum(0)
 
 
 def elbo_metrics(model: VAE, split: Split, *, seed: int, cond_dim: int, objective: str = "elbo",

@@ -191,10 +191,10 @@ def m2(config: ObjectiveConfig, out: Output, x: Tensor, epoch: float | None,
     if not isinstance(out, SemiOutput):
         raise TypeError("the m2 objective scores the SemiOutput of an M2 model")
     qy, labels = out.qy, out.y
-    k, b = qy.logits.shape[-1], len(x)
-    xk = x.repeat(k, *[1] * (x.dim() - 1))  # the class-major rows of the SemiOutput
-    recon, kl = (t.view(k, b) for t in reconstruction_and_kl(out, xk))  # (K, B) each
-    joint = recon - kl - math.log(k)  # L(x, y) for every class, p(y) = 1/K
+    k = qy.logits.shape[-1]
+    recon, kl = reconstruction_and_kl(out, x[out.example])  # (R,) each, a row per (x, y) pair
+    joint = out.grid(recon - kl - math.log(k))  # (K, B): L(x, y), p(y) = 1/K
+    recon = out.grid(recon)
     known = labels >= 0
     y = labels.clamp(min=0)[None]  # (1, B)
     probs = qy.probs.T  # (K, B)

@@ -9,6 +9,9 @@ loads no models); `load_codes` reads it as a `Codes` dataset whose x is the post
 every split, and training draws a fresh z1 = loc + scale * eps for each training batch
 (`sample_codes`), as the paper does. Validation and test use the mean. Under dynamic
 binarization the training split is encoded from its grey levels (the mean binary image).
+Only the active dimensions of z1 are kept, those whose posterior mean varies across the
+training examples (variance > 0.01, the paper's std > 0.1 and Burda et al.'s active units):
+an inactive one is prior noise that would only blur M2's classifier.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ SPLITS = ("train", "valid", "test")
 # What M2 on codes defaults to: a Gaussian with a learned variance per dimension, as the
 # paper's p(z1|y,z2); an MLP, whatever the VAE's architecture (codes are flat vectors).
 CODE_MODEL_DEFAULTS: dict[str, Any] = {"arch": "mlp", "likelihood": "gaussian-learned"}
+ACTIVE = 0.01  # a dimension whose posterior mean varies more than this over x is kept
 
 Encode = Callable[[Tensor], tuple[Tensor, Tensor]]  # x (B, *x_shape) -> loc, scale (B, D)
 
@@ -48,6 +52,7 @@ class Codes(Data):
     scale: Tensor | None = None
     run: str = ""  # the VAE's run folder
     step: int | None = None  # the VAE's model step the codes were computed from
+    dims: list[int] | None = None  # the active dimensions of z1 kept, of the VAE's latent_dim
 
 
 def encode_split(split: Split, encode: Encode, batch_size: int = 1024) -> tuple[Tensor, Tensor]:
@@ -123,13 +128,19 @@ def load_codes(config: DataConfig) -> Codes:
         t = load_file(str(path))
     except (SafetensorError, OSError) as e:
         raise VaelabError(f"{path}: unreadable codes ({e})") from None
-    splits = {name: Split(t[f"{name}.loc"], t.get(f"{name}.y")) for name in SPLITS
+    active = t["train.loc"].var(0) > ACTIVE  # (D,)
+    if not active.any():
+        raise VaelabError(f"data.features {run}: no dimension of z1 is active (the posterior "
+                          f"mean does not vary with x: the VAE collapsed to its prior); train "
+                          f"it longer or with KL warm-up (--warmup)")
+    splits = {name: Split(t[f"{name}.loc"][:, active], t.get(f"{name}.y")) for name in SPLITS
               if f"{name}.loc" in t}
     return Codes(name=f"{dataset}-codes", train=splits["train"], test=splits["test"],
                  valid=splits.get("valid"), value_range="real",
                  classes=json.loads(metadata["classes"]),
                  defaults=json.loads(metadata["defaults"]), levels=None,
-                 scale=t["train.scale"], run=str(run), step=int(metadata["model_step"]))
+                 scale=t["train.scale"][:, active], run=str(run),
+                 step=int(metadata["model_step"]), dims=active.nonzero()[:, 0].tolist())
 
 
 def sample_codes(loc: Tensor, data: Data, idx: Tensor,

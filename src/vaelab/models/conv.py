@@ -55,8 +55,10 @@ class ConvEncoder(nn.Module):
         fh, fw = stage_sizes(h, w, len(channels))[-1]
         self.head = MLPEncoder([channels[-1] * fh * fw], latent_dim, hidden, act, cond_dim)
 
-    def forward(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self.head(self.convs(x), y)  # (B, C', h, w) -> flattened by the head
+    def forward(self, x: Tensor, y: Tensor | None = None,
+                rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """rows: as for MLPEncoder (the convolutions run once per example)."""
+        return self.head(self.convs(x), y, rows)  # (B, C', h, w) -> flattened by the head
 
 
 class ConvDecoder(nn.Module):

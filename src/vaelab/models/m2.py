@@ -4,8 +4,9 @@ Learning with Deep Generative Models", https://arxiv.org/abs/1406.5298, section 
 The class y is a latent variable that some examples observe: p(y) uniform, p(z) = N(0, I),
 p(x|y,z) the decoder; q(y|x) a classifier and q(z|x,y) the encoder. It is a conditional VAE
 (cond_dim = K classes, one-hot y joins the encoder input and z) with a classifier added. One
-forward pass encodes and decodes every example once per class, in one batch of K * B, so the
-objective (vaelab.objectives.m2) can sum y out exactly.
+forward pass encodes and decodes every unlabelled example once per class and every labelled one
+at its own class, in one batch of rows, so the objective (vaelab.objectives.m2) can sum y out
+exactly. The encoder's first layer multiplies each example once, not once per class.
 """
 
 from __future__ import annotations
@@ -17,16 +18,26 @@ from torch import Tensor, nn
 from torch.distributions import Categorical
 
 from vaelab.models.likelihoods import Likelihood
-from vaelab.models.vae import VAE, Output, one_hot
+from vaelab.models.vae import VAE, Output, one_hot, rsample
 
 
 @dataclass
 class SemiOutput(Output):
-    """An Output for every (class, example) pair, class-major: qz and pz have batch (K * B,),
-    px (S, K * B), z (S, K * B, D); row k * B + i is example i with y = k."""
+    """An Output for R rows, each an (example, class) pair: every class of an unlabelled example
+    (class-major, first) and the own class of a labelled one (after). qz and pz have batch (R,),
+    px (S, R), z (S, R, D). With no labels, row k * B + i is example i with y = k."""
 
     qy: Categorical  # q(y|x): batch (B,), K classes
     y: Tensor  # (B,) the observed labels, -1 where unknown
+    example: Tensor  # (R,) the example of each row
+    klass: Tensor  # (R,) the class of each row
+
+    def grid(self, values: Tensor) -> Tensor:
+        """Row values (R, ...) laid out by class and example, (K, B, ...); 0 where there is no
+        row (the other classes of a labelled example)."""
+        b, k = self.qy.logits.shape
+        out = values.new_zeros(k, b, *values.shape[1:])
+        return out.index_put((self.klass, self.example), values)
 
 
 class M2(VAE):
@@ -55,7 +66,8 @@ class M2(VAE):
     def forward(self, x: Tensor, y: Tensor | None = None, num_samples: int = 1,
                 generator: torch.Generator | None = None, deterministic: bool = False,
                 eps: Tensor | None = None) -> SemiOutput:
-        """q(y|x), and z ~ q(z|x,y) decoded for every class y of every example.
+        """q(y|x), and z ~ q(z|x,y) decoded for every class y of every unlabelled example and
+        for the observed class of every labelled one.
 
         Args:
             x: (B, *x_shape).
@@ -64,12 +76,18 @@ class M2(VAE):
         """
         k, b = self.cond_dim, len(x)
         labels = torch.full((b,), -1, dtype=torch.long, device=x.device) if y is None else y
-        classes = torch.arange(k, device=x.device).repeat_interleave(b)  # (K * B,) class-major
-        xk = x.repeat(k, *[1] * (x.dim() - 1))  # (K * B, *x_shape)
-        eps = None if eps is None else eps.repeat(1, k, 1)  # (S, K * B, D)
-        out = super().forward(xk, one_hot(classes, k), num_samples, generator, deterministic, eps)
-        return SemiOutput(qz=out.qz, pz=out.pz, px=out.px, z=out.z, qy=self.classify(x),
-                          y=labels)
+        unknown, known = (labels < 0).nonzero()[:, 0], (labels >= 0).nonzero()[:, 0]
+        example = torch.cat([unknown.repeat(k), known])  # (R,)
+        klass = torch.cat([torch.arange(k, device=x.device).repeat_interleave(len(unknown)),
+                           labels[known]])
+        yk = one_hot(klass, k)
+        qz = self.encode(x, yk, rows=example)
+        if deterministic:
+            z = qz.mean.expand(num_samples, *qz.mean.shape)
+        else:  # an example's rows share its noise
+            z = rsample(qz, num_samples, generator, None if eps is None else eps[:, example])
+        return SemiOutput(qz=qz, pz=self.prior(qz.mean), px=self.decode(z, yk), z=z,
+                          qy=self.classify(x), y=labels, example=example, klass=klass)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -31,8 +32,19 @@ class MLPEncoder(nn.Module):
         super().__init__()
         self.net = mlp([math.prod(x_shape) + cond_dim, *hidden, 2 * latent_dim], act)
 
-    def forward(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, y: Tensor | None = None,
+                rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """rows (R,), if given, asks for the rows x[rows] with conditions y (R, Y): the first
+        layer's product with x is computed once per example, not once per row (M2 encodes
+        every example once per class)."""
         h = x.flatten(1)
+        if rows is not None:
+            first, n = self.net[0], h.shape[1]
+            h = F.linear(h, first.weight[:, :n])[rows]  # (R, H), x's share of the first layer
+            h = h + (first.bias if y is None else F.linear(y.to(h.dtype), first.weight[:, n:],
+                                                          first.bias))
+            loc, log_var = self.net[1:](h).chunk(2, dim=-1)
+            return loc, log_var
         if y is not None:
             h = cat_condition(h, y)
         loc, log_var = self.net(h).chunk(2, dim=-1)

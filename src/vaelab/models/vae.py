@@ -46,10 +46,15 @@ class VAE(nn.Module):
         self.encoder, self.decoder, self.likelihood = encoder, decoder, likelihood
         self.latent_dim, self.x_shape, self.cond_dim = latent_dim, list(x_shape), cond_dim
 
-    def encode(self, x: Tensor, y: Tensor | None = None) -> Distribution:
-        """q(z|x) for x (B, *x_shape): a diagonal Gaussian, batch (B,), event (D,)."""
+    def encode(self, x: Tensor, y: Tensor | None = None,
+               rows: Tensor | None = None) -> Distribution:
+        """q(z|x) for x (B, *x_shape): a diagonal Gaussian, batch (B,), event (D,).
+
+        rows (R,), if given, encodes x[rows] with y (R, Y) instead: batch (R,), the encoder
+        sharing the work of repeated examples (M2 encodes each example once per class)."""
         self._check_condition(y)
-        loc, log_var = (t.float() for t in self.encoder(x, y))  # float32 under bf16 autocast
+        params = self.encoder(x, y) if rows is None else self.encoder(x, y, rows)
+        loc, log_var = (t.float() for t in params)  # float32 under bf16 autocast
         scale = (0.5 * log_var.clamp(LOG_VAR_MIN, LOG_VAR_MAX)).exp()
         return Independent(Normal(loc, scale), 1)
 

@@ -40,6 +40,7 @@ class MLPEncoder(nn.Module):
         h = x.flatten(1)
         if rows is not None:
             first, n = self.net[0], h.shape[1]
+            assert isinstance(first, nn.Linear)
             h = F.linear(h, first.weight[:, :n])[rows]  # (R, H), x's share of the first layer
             h = h + (first.bias if y is None else F.linear(y.to(h.dtype), first.weight[:, n:],
                                                           first.bias))

@@ -15,6 +15,7 @@ benchmark from its run folders and JSON lines. The first lines measure M2's trai
 against a plain VAE of the same size on the same data (interleaved, --speed-reps times).
 
     python benchmarks/semi_supervised.py --minutes 60 --seeds 0,1,2      # MNIST, 100 labels
+    python benchmarks/semi_supervised.py --jobs 2 ...   # M2 and M1+M2 side by side, a core each
     python benchmarks/semi_supervised.py --data digits --minutes 0.2     # tiny, offline
     python benchmarks/semi_supervised.py --resume    # continue; --plot only redraws the PNG
 
@@ -67,6 +68,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1 is fastest on a shared, loaded machine)")
+    p.add_argument("--jobs", type=int, default=1, choices=(1, 2),
+                   help="2: train the M2 and the M1+M2 pipelines side by side in two processes "
+                   "of --threads each (they append to the same --out)")
+    p.add_argument("--phase", choices=CURVES, help=argparse.SUPPRESS)  # one pipeline (--jobs)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--plot", action="store_true", help="only redraw the PNG of --out")
     return p.parse_args(argv)
@@ -94,27 +99,64 @@ def run(args: argparse.Namespace, argv: list[str]) -> None:
         return
     data = load(args)
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.phase:  # one pipeline, started by --jobs 2
+        pipelines(args, out, data, seeds, (args.phase,))
+        return
     done = read(out) if args.resume else []
     if not args.resume:
         out.parent.mkdir(parents=True, exist_ok=True)
         header = {"benchmark": "semi_supervised", "machine": machine(), "argv": argv, "data": args.data,
                   "labels": args.labels, "minutes": args.minutes, "m1_share": args.m1_share,
-                  "seeds": seeds, "paper": PAPER, "n_test": len(data.test)}
+                  "seeds": seeds, "jobs": args.jobs, "threads": args.threads, "paper": PAPER,
+                  "n_test": len(data.test)}
         out.write_text(json.dumps(header) + "\n")
     print(describe(machine()))
     if not any("speed" in r for r in done):
         append(out, {"speed": speed(args, data)})
-    m1, m1_minutes = train_curve(args, out, "m1", 0, data, args.m1_share * args.minutes,
-                                 offset=0.0, score=False)
+    if args.jobs == 1:
+        pipelines(args, out, data, seeds, CURVES)
+    else:
+        side_by_side(argv, out)
+    m1 = args.runs / "m1"
     for seed in seeds:
-        train_curve(args, out, "m2", seed, data, args.minutes, offset=0.0)
-        train_curve(args, out, "m1m2", seed, codes_of(m1), args.minutes - m1_minutes,
-                    offset=m1_minutes, features=m1)
         for name in BASELINES:
             if not any(r.get("phase") == name and r.get("seed") == seed for r in read(out)):
                 append(out, baseline_record(args, name, seed, data, m1))
     print(summary(read(out)))
     print(f"wrote {out} and {plot(out)}")
+
+
+def pipelines(args: argparse.Namespace, out: Path, data: Any, seeds: list[int],
+              phases: tuple[str, ...]) -> None:
+    """The learning curves of `phases` (m2, m1m2) for every label draw; M1 first for m1m2."""
+    if "m1m2" in phases:
+        m1, m1_minutes = train_curve(args, out, "m1", 0, data, args.m1_share * args.minutes,
+                                     offset=0.0, score=False)
+    for seed in seeds:
+        if "m2" in phases:
+            train_curve(args, out, "m2", seed, data, args.minutes, offset=0.0)
+        if "m1m2" in phases:
+            train_curve(args, out, "m1m2", seed, codes_of(m1), args.minutes - m1_minutes,
+                        offset=m1_minutes, features=m1)
+
+
+def side_by_side(argv: list[str], out: Path) -> None:
+    """--jobs 2: this script again for each pipeline, at once, resuming into the same --out."""
+    import subprocess
+
+    keep, i = [], 0
+    while i < len(argv):  # drop --jobs N, --out F (the children get the resolved F), --resume
+        if argv[i] in ("--jobs", "--out"):
+            i += 2
+            continue
+        if not argv[i].startswith(("--jobs=", "--out=")) and argv[i] != "--resume":
+            keep.append(argv[i])
+        i += 1
+    children = [subprocess.Popen([sys.executable, __file__, *keep, "--out", str(out),
+                                  "--resume", "--phase", phase]) for phase in CURVES]
+    codes = [child.wait() for child in children]
+    if any(codes):
+        raise SystemExit(f"a pipeline failed (exit codes {codes}); fix it and --resume")
 
 
 def load(args: argparse.Namespace) -> Any:
@@ -230,8 +272,8 @@ def baseline_record(args: argparse.Namespace, name: str, seed: int, data: Any,
 def speed(args: argparse.Namespace, data: Any) -> dict[str, Any]:
     """Training examples/s of M2 and of a plain VAE of the same size on the same training
     examples (one epoch each, alternating, --speed-reps times; the epoch time the run logs,
-    which leaves out checkpoints). An M2 step also carries a batch of labelled examples and
-    scores every example once per class."""
+    which leaves out checkpoints). An M2 step also carries a batch of labelled examples,
+    scores every unlabelled example once per class and every labelled one at its class."""
     import dataclasses
     import tempfile
 
@@ -252,10 +294,10 @@ def speed(args: argparse.Namespace, data: Any) -> dict[str, Any]:
     n = len(data.train)
     vae, m2 = n / statistics.median(vae_s), n / statistics.median(m2_s)
     ratio = vae / m2
-    per_row = ratio / ((batch + labelled) * k / batch)
+    per_row = ratio / ((batch * k + labelled) / batch)
     print(f"speed: plain VAE {vae:.0f} examples/s, M2 {m2:.0f} examples/s: an M2 step costs "
-          f"{ratio:.1f}x a plain ELBO step; it scores (B + B_labelled) x K = ({batch} + "
-          f"{labelled}) x {k} rows, so {per_row:.2f}x a VAE's time per row")
+          f"{ratio:.1f}x a plain ELBO step; it scores B x K + B_labelled = {batch} x {k} + "
+          f"{labelled} rows, so {per_row:.2f}x a VAE's time per row")
     return {"vae_examples_per_s": round(vae, 1), "m2_examples_per_s": round(m2, 1),
             "m2_step_cost": round(ratio, 2), "m2_cost_per_row": round(per_row, 3),
             "batch_size": batch, "labelled_batch": labelled, "classes": k,

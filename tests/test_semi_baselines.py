@@ -21,7 +21,7 @@ from vaelab.cli import main
 from vaelab.config import Config, DataConfig, ModelConfig, ObjectiveConfig, TrainConfig
 from vaelab.data import load_data
 from vaelab.data.features import CODES
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabWarning
 from vaelab.workflows.baselines import Options, baseline, codes, summarise
 
 TINY_M2 = ["--family", "m2", "--epochs", "1", "--hidden", "16", "--latent-dim", "2", "--quiet",
@@ -73,7 +73,7 @@ def test_codes_are_the_encoders_means_and_scales(m1: Path) -> None:
     assert data.step == runfolder.model_state(m1).step
 
 
-def test_inactive_dimensions_of_z1_are_dropped(m1: Path, tmp_path: Path) -> None:
+def test_inactive_dimensions_of_z1_are_dropped_unless_all_are(m1: Path, tmp_path: Path) -> None:
     """A dimension whose posterior mean hardly moves with x is prior noise: M2 never sees it."""
     training.encode_run(m1)
     run = tmp_path / "m1"
@@ -91,8 +91,9 @@ def test_inactive_dimensions_of_z1_are_dropped(m1: Path, tmp_path: Path) -> None
     for name in ("train.loc", "valid.loc", "test.loc"):
         tensors[name][:] = tensors[name][:1]  # every x has the same code: nothing is active
     save_file(tensors, str(path), metadata=metadata)
-    with pytest.raises(VaelabError, match="no dimension of z1 is active"):
-        load_data(DataConfig(name="digits", features=str(run)))
+    with pytest.warns(VaelabWarning, match="no dimension of z1 is active"):
+        collapsed = load_data(DataConfig(name="digits", features=str(run)))
+    assert collapsed.dims == list(range(latent))
 
 
 def test_each_batch_draws_a_fresh_z1_and_resume_stays_exact(m1: Path, tmp_path: Path,
@@ -293,3 +294,9 @@ def test_the_benchmark_runs_end_to_end_in_its_tiny_mode_and_resumes(tmp_path: Pa
     assert sum("speed" in r for r in again) == 1  # not measured twice
     assert {r["phase"] for r in again if r.get("done")} == {"m1", "m2", "m1m2"}
     assert {r["phase"] for r in again if "test_error" in r} == phases
+    # --jobs 2: the two pipelines in two processes, appending to one file
+    side = tmp_path / "side.jsonl"
+    bench.main([*argv[:-1], str(side), "--runs", str(tmp_path / "runs2"), "--jobs", "2"])
+    both = [json.loads(line) for line in side.read_text().splitlines()]
+    assert {r["phase"] for r in both if r.get("done")} == {"m1", "m2", "m1m2"}
+    assert {r["phase"] for r in both if "test_error" in r} == phases

@@ -11,13 +11,15 @@ every split, and training draws a fresh z1 = loc + scale * eps for each training
 binarization the training split is encoded from its grey levels (the mean binary image).
 Only the active dimensions of z1 are kept, those whose posterior mean varies across the
 training examples (variance > 0.01, the paper's std > 0.1 and Burda et al.'s active units):
-an inactive one is prior noise that would only blur M2's classifier.
+an inactive one is prior noise that would only blur M2's classifier. (If none is, all are
+kept, with a warning.)
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +33,7 @@ from torch import Tensor
 
 from vaelab.config import DataConfig
 from vaelab.data.splits import Data, Split
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, VaelabWarning
 
 CODES = "codes.safetensors"  # in the VAE's run folder
 WEIGHTS = "model.safetensors"  # vaelab.runfolder.WEIGHTS: the step the codes must match
@@ -130,9 +132,11 @@ def load_codes(config: DataConfig) -> Codes:
         raise VaelabError(f"{path}: unreadable codes ({e})") from None
     active = t["train.loc"].var(0) > ACTIVE  # (D,)
     if not active.any():
-        raise VaelabError(f"data.features {run}: no dimension of z1 is active (the posterior "
-                          f"mean does not vary with x: the VAE collapsed to its prior); train "
-                          f"it longer or with KL warm-up (--warmup)")
+        warnings.warn(f"data.features {run}: no dimension of z1 is active (the posterior mean "
+                      f"hardly varies with x: the VAE collapsed to its prior), so all are kept; "
+                      f"train it longer or with KL warm-up (--warmup)", VaelabWarning,
+                      stacklevel=2)
+        active[:] = True
     splits = {name: Split(t[f"{name}.loc"][:, active], t.get(f"{name}.y")) for name in SPLITS
               if f"{name}.loc" in t}
     return Codes(name=f"{dataset}-codes", train=splits["train"], test=splits["test"],

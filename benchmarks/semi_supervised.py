@@ -58,6 +58,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", default="0", help="label draws, e.g. 0,1,2")
     p.add_argument("--latent-dim", type=int, help="z (and z1) size; default: the dataset's")
     p.add_argument("--hidden", help="hidden sizes, e.g. 500; default: the dataset's")
+    p.add_argument("--m1-hidden", help="M1's hidden sizes (the paper's: 500,500); default: "
+                   "--hidden")
+    p.add_argument("--lr", type=float, help="M2's learning rate (M1 keeps vaelab's default)")
+    p.add_argument("--m1m2-lr", type=float, help="the learning rate of M2 on M1's codes")
     p.add_argument("--mlp-steps", type=int, default=1000, help="Adam steps of the mlp baseline")
     p.add_argument("--speed-reps", type=int, default=3)
     p.add_argument("--speed-n", type=int, default=6400,
@@ -178,10 +182,13 @@ def config(args: argparse.Namespace, seed: int, *, m2: bool, features: Path | No
 
     data = DataConfig(name=args.data, data_dir=args.data_dir, labels=args.labels if m2 else 0,
                       features=None if features is None else str(features))
+    hidden = args.hidden if m2 else (args.m1_hidden or args.hidden)
+    lr = args.lr if features is None else args.m1m2_lr
     model = ModelConfig(family="m2" if m2 else "vae", latent_dim=args.latent_dim,
-                        hidden=int_list(args.hidden) if args.hidden else None)
+                        hidden=int_list(hidden) if hidden else None)
     return Config(data=data, model=model, objective=ObjectiveConfig(name="m2" if m2 else "elbo"),
-                  train=TrainConfig(epochs=epochs, seed=seed))
+                  train=TrainConfig(epochs=epochs, seed=seed,
+                                    **({"lr": lr} if m2 and lr else {})))
 
 
 def codes_of(m1: Path) -> Any:
@@ -285,7 +292,8 @@ def speed(args: argparse.Namespace, data: Any) -> dict[str, Any]:
         for rep in range(args.speed_reps):
             for m2, times in ((False, vae_s), (True, m2_s)):
                 run = Path(tmp) / f"{'m2' if m2 else 'vae'}-{rep}"
-                result = fit(config(args, 0, m2=m2), run, data=data, device=args.device,
+                same = argparse.Namespace(**(vars(args) | {"m1_hidden": None}))  # M2's size
+                result = fit(config(same, 0, m2=m2), run, data=data, device=args.device,
                              progress=False)
                 times.append(result.history[-1]["seconds"])
         batch = result.config.train.batch_size or 1
@@ -353,13 +361,14 @@ def plot(out: Path) -> Path:
     records = read(out)
     header = records[0]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    seeds = sorted({r["seed"] for r in records if "test_error" in r})  # --resume may add some
     for i, phase in enumerate(CURVES):
-        for seed in header["seeds"]:
+        for seed in seeds:
             points = [r for r in records if r.get("phase") == phase and r.get("seed") == seed
                       and "test_error" in r]
             ax.plot([r["train_minutes"] for r in points], [r["test_error"] for r in points],
                     "o-", color=f"C{i}", ms=3,
-                    label=LEGEND[phase] if seed == header["seeds"][0] else None)
+                    label=LEGEND[phase] if seed == seeds[0] else None)
     for i, (phase, rs) in enumerate((p, v) for p, v in finals(records).items() if p in BASELINES):
         ax.axhline(statistics.mean(r["test_error"] for r in rs), color=f"C{i + 2}", ls="--",
                    label=f"{LEGEND[phase]} (final)")

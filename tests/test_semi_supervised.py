@@ -81,7 +81,7 @@ def test_training_keeps_n_labels_saves_them_and_hides_validation_labels(tmp_path
     assert config.model.cond_dim == 0 and config.objective.alpha is None  # caller's config kept
     assert prepared.model.cond_dim == 10
     assert (data.train.y >= 0).sum() == 30 and data.valid is not None and data.valid.y is None
-    assert prepared.objective.alpha == pytest.approx(0.1 * len(data.train) / 30)
+    assert prepared.objective.alpha == pytest.approx(len(data.train) / 30)
     result = vaelab.train(config, tmp_path / "r", device="cpu", progress=False, figures=False)
     saved = json.loads((tmp_path / "r" / "labels.json").read_text())
     assert saved["labels"] == 30 and saved["train_indices"] == (

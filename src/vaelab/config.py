@@ -84,7 +84,7 @@ class ObjectiveConfig:
     capacity: float = 0.0  # target KL C in nats (Burgess et al. 2018); 0 = off
     capacity_epochs: float = 10.0  # epochs over which C rises linearly from 0 to capacity
     gamma: float = 1000.0  # capacity control: the weight of |KL - C| (Burgess et al. used 1000)
-    alpha: float | None = None  # m2: weight of -log q(y|x) per labelled example; None: 0.1 N / N_l
+    alpha: float | None = None  # m2: weight of -log q(y|x) per labelled example; None: N / N_l
 
 
 @dataclass

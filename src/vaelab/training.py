@@ -109,7 +109,7 @@ def encode_run(run: str | Path) -> Path:
 def _keep_labels(config: Config, data: Data) -> tuple[Config, Data]:
     """For a semi-supervised objective (M2): K classes from the data, the training labels cut
     to data.labels (balanced, drawn with the seed; -1 marks the rest), validation labels
-    hidden (validation scores log p(x) with y summed out), and alpha's default 0.1 N / N_l."""
+    hidden (validation scores log p(x) with y summed out), and alpha's default N / N_l."""
     o, d = config.objective, config.data
     if (config.model.family == "m2") != OBJECTIVES[o.name].semi_supervised:
         raise VaelabError("model.family m2 is trained with objective.name m2, and only it "
@@ -127,7 +127,7 @@ def _keep_labels(config: Config, data: Data) -> tuple[Config, Data]:
     train = keep_labels(data.train, d.labels, k, config.train.seed)[0] if d.labels else data.train
     n_labelled = int((need(train.y, "train labels") >= 0).sum())
     if o.alpha is None:
-        o.alpha = 0.1 * len(train) / n_labelled
+        o.alpha = len(train) / n_labelled  # see vaelab.objectives.m2
     valid = None if data.valid is None else Split(data.valid.x)
     return config, dataclasses.replace(data, train=train, valid=valid)
 

@@ -90,7 +90,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "nats, reached after --capacity-epochs (0: off); --gamma weighs |KL - C|")
     o.add_argument("--capacity-epochs", type=float, help="epochs for the capacity to rise")
     o.add_argument("--alpha", type=float, help="M2: weight of -log q(y|x) on each labelled "
-                   "example (default 0.1 N / N_labelled: the paper's alpha = 0.1 N)")
+                   "example (default N / N_labelled, 10x the paper's alpha = 0.1 N)")
     o.add_argument("--gamma", type=float,
                    help="capacity control: the weight of |KL - C| (default 1000, as Burgess et al.)")
     t = p.add_argument_group("training")

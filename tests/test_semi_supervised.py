@@ -121,6 +121,32 @@ def test_m2_learns_to_classify_from_a_few_labels(tmp_path: Path) -> None:
     assert error < 0.4, float(error)
 
 
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_m2_trains_on_a_labelled_image_folder(tmp_path: Path, arch: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Any dataset with classes works: here a folder of colour images, a class per sub-folder."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in ("cats", "dogs", "owls"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for i in range(10):
+            pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "images" / label / f"{i}.png")
+    assert main(["train", "--data", str(tmp_path / "images"), "--family", "m2", "--labels", "6",
+                 "--arch", arch, "--channels", "4", "--hidden", "16", "--epochs", "2",
+                 "--runs-dir", str(tmp_path / "runs"), "--name", "m2", "--quiet"]) == 0
+    run = tmp_path / "runs" / "m2"
+    kept = json.loads((run / "labels.json").read_text())
+    assert kept["labels"] == 6 and len(kept["train_indices"]) == 6
+    assert vaelab.load(run).cond_dim == 3
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json", "-k", "2"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert 0 <= result["test_error"] <= 1 and result["test_error_sem"] >= 0  # 3 test images
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--data", "digits", "--labels", "20"], "only semi-supervised training keeps a few labels"),
     (["--data", "digits", "--family", "m2", "--labels", "5"], "at least one label per class"),

@@ -141,6 +141,28 @@ def test_m1_m2_trains_from_the_cli_and_draws_its_figures(m1: Path, tmp_path: Pat
     assert len(json.loads((run / runfolder.LABELS).read_text())["train_indices"]) == 30
 
 
+def test_m1_m2_figures_and_commands_show_images_through_m1(m1: Path, tmp_path: Path) -> None:
+    """An M1+M2 run draws images: codes are M1's posterior means (the kept dimensions) and
+    decoded codes go back through M1's decoder, the dropped dimensions at 0."""
+    from vaelab.workflows.stacked import as_images
+
+    result = training.fit(m2_config(m1, epochs=2), tmp_path / "m1m2", device="cpu",
+                          progress=False)
+    model, images = as_images(result.model, result.data)
+    vae = vaelab.load(m1)
+    assert model.x_shape == vae.x_shape == list(images.test.x.shape[1:])
+    x, dims = images.test.x[:5], result.data.dims
+    with torch.no_grad():
+        torch.testing.assert_close(model.classify(x).probs,
+                                   result.model.classify(result.data.test.x[:5]).probs)
+        z1 = result.model.reconstruct(vae.encode(x).mean[:, dims])  # M2 on the codes
+        full = torch.zeros(5, vae.latent_dim)
+        full[:, dims] = z1
+        torch.testing.assert_close(model.reconstruct(x), vae.decode(full).mean)
+    assert main(["sample", str(tmp_path / "m1m2"), "--label", "2", "-n", "4", "--save-array"]) == 0
+    assert np.load(tmp_path / "m1m2" / "samples.npy").shape == (4, *vae.x_shape)
+
+
 def test_logreg_and_svm_on_codes_match_sklearn_on_m2s_labelled_examples(m1: Path,
                                                                         tmp_path: Path) -> None:
     from sklearn.linear_model import LogisticRegression

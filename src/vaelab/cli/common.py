@@ -30,12 +30,15 @@ def load_model(args: argparse.Namespace) -> tuple[Any, int | None]:
 
 
 def load_run(args: argparse.Namespace) -> tuple[Any, Any, int | None]:
-    """`load_model`, and the run's data."""
+    """`load_model`, and the run's data; an M1+M2 run seen through M1, on its images
+    (vaelab.workflows.stacked)."""
     from vaelab.data import load_data
     from vaelab.runfolder import read_config
+    from vaelab.workflows.stacked import as_images
 
     model, step = load_model(args)
-    return model, load_data(read_config(args.run).data), step
+    model, data = as_images(model, load_data(read_config(args.run).data))
+    return model, data, step
 
 
 def get_split(data: Any, name: str) -> Any:

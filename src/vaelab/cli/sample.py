@@ -40,10 +40,14 @@ def parse_label(text: str | None, num_classes: int) -> list[int] | None:
 
 
 def execute(args: argparse.Namespace) -> int:
-    from vaelab.cli.common import load_model, save_array
+    from vaelab.cli.common import load_model, load_run, save_array
+    from vaelab.runfolder import read_config
     from vaelab.workflows import figures
 
-    model, step = load_model(args)
+    if read_config(args.run).data.features:  # M1+M2: images, through M1
+        model, _, step = load_run(args)
+    else:
+        model, step = load_model(args)
     labels = parse_label(args.label, model.cond_dim)
     path = output_path(args, "samples.png")
     n = args.n or (10 if labels is not None and len(labels) > 1 else 64)

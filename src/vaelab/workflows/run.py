@@ -13,6 +13,7 @@ from vaelab.models import VAE
 from vaelab.objectives import OBJECTIVES
 from vaelab.training import TrainResult, fit
 from vaelab.workflows import figures
+from vaelab.workflows.stacked import as_images
 
 VALIDATION_SEED = 999  # validation noise has its own seed, apart from the training noise
 
@@ -46,8 +47,9 @@ def train(config: Config, run: str | Path, *, data: Data | None = None, resume: 
 
 def training_figures(run: Path, model: VAE, data: Data) -> None:
     """samples.png, reconstructions.png, curves.png and latent.png in the run folder, each
-    recording the model step it shows."""
+    recording the model step it shows (an M1+M2 run's through M1: images, not codes)."""
     step = runfolder.model_state(run).step
+    model, data = as_images(model, data)
     if model.cond_dim:  # one row per class, a column per z: class apart from style
         fig, _, _ = figures.samples(model, 10, labels=list(range(model.cond_dim)))
     else:

@@ -321,11 +321,12 @@ def append(out: Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def finals(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """The last score of every phase and seed, by phase."""
+def finals(records: list[dict[str, Any]], until: float | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The last score of every phase and seed (the last at or before `until` training minutes,
+    if given), by phase."""
     last: dict[tuple[str, int], dict[str, Any]] = {}
     for r in records:
-        if "test_error" in r:
+        if "test_error" in r and (until is None or r.get("train_minutes", 0) <= until):
             last[(r["phase"], r["seed"])] = r
     by_phase: dict[str, list[dict[str, Any]]] = {}
     for (phase, _), r in sorted(last.items()):
@@ -333,22 +334,32 @@ def finals(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return by_phase
 
 
-def summary(records: list[dict[str, Any]]) -> str:
-    """The table: final test error per method, mean +- s.e.m. over label draws (or, for one
-    draw, +- the s.e.m. over test examples)."""
+def summary(records: list[dict[str, Any]], at: float = 45.0) -> str:
+    """The table: test error per method, mean +- s.e.m. over label draws (or, for one draw,
+    +- the s.e.m. over test examples), at the last score by `at` minutes and at the end."""
+    header, rows = records[0], []
+    paper = header.get("data") == "mnist" and header.get("labels") == 100
+    by_phase, early = finals(records), finals(records, until=at)
+    for phase in [p for p in (*CURVES, *BASELINES) if p in by_phase]:
+        curve = phase in CURVES
+        rows.append([phase, len(by_phase[phase]), mean_sem(early.get(phase, [])) if curve else "",
+                     mean_sem(by_phase[phase]),
+                     f"{statistics.mean(r['train_minutes'] for r in by_phase[phase]):.2f}"
+                     if curve else "", PAPER.get(phase, "") if paper else ""])
+    return table(["method", "draws", f"test error % by {at:g} min", "final test error %",
+                  "final minutes", "paper %"], rows)
+
+
+def mean_sem(rs: list[dict[str, Any]]) -> str:
+    """'mean +- s.e.m.' of the test errors of several label draws (of one: its s.e.m. over the
+    test examples); '' for none."""
     from vaelab.workflows.baselines import summarise
 
-    header, by_phase, rows = records[0], finals(records), []
-    paper = header.get("data") == "mnist" and header.get("labels") == 100
-    for phase in [p for p in (*CURVES, *BASELINES) if p in by_phase]:
-        rs = by_phase[phase]
-        errors = [r["test_error"] for r in rs]
-        mean, sem = summarise(errors) if len(rs) > 1 else (errors[0], rs[0]["test_error_sem"])
-        minutes = f"{statistics.mean(r['train_minutes'] for r in rs):.2f}" if phase in CURVES \
-            else ""
-        rows.append([phase, len(rs), f"{mean:.2f} +- {sem:.2f}", minutes,
-                     PAPER.get(phase, "") if paper else ""])
-    return table(["method", "draws", "test error %", "train minutes", "paper %"], rows)
+    if not rs:
+        return ""
+    errors = [r["test_error"] for r in rs]
+    mean, sem = summarise(errors) if len(rs) > 1 else (errors[0], rs[0]["test_error_sem"])
+    return f"{mean:.2f} +- {sem:.2f}"
 
 
 def plot(out: Path) -> Path:

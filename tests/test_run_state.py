@@ -43,6 +43,14 @@ def test_every_derived_file_records_the_model_step(run: Path, tmp_path: Path) ->
     assert runfolder.derived_step(run / "evaluation-test.json") == state.step
 
 
+def test_the_report_scores_the_whole_test_set_after_a_partial_evaluate(run: Path) -> None:
+    assert main(["evaluate", str(run), "--limit", "20", "-k", "5"]) == 0
+    assert json.loads((run / "evaluation-test.json").read_text())["n"] == 20
+    assert main(["report", str(run), "--samples", "5"]) == 0
+    n_test = len(vaelab.data.load_data(runfolder.read_config(run).data).test)
+    assert json.loads((run / "evaluation-test.json").read_text())["n"] == n_test > 20
+
+
 def test_report_remakes_stale_figures_and_resume_invalidates_them(run: Path) -> None:
     old = runfolder.model_state(run).step
     assert main(["report", str(run), "--samples", "5"]) == 0

@@ -110,11 +110,13 @@ def make_missing(run: Path, model: VAE, data: Data, state: runfolder.ModelState)
 
 def evaluation(run: Path, model: VAE, config: Config, data: Data, k: int,
                state: runfolder.ModelState) -> dict[str, Any]:
-    """evaluation-test.json of the run, computed (with k importance samples) if it is missing
-    or was made from other weights."""
+    """evaluation-test.json of the run, computed (with k importance samples) if it is missing,
+    was made from other weights or covers part of the test set (`evaluate --limit`)."""
     path = run / "evaluation-test.json"
     if runfolder.is_current(path, state):
-        return json.loads(path.read_text())
+        saved = json.loads(path.read_text())
+        if saved.get("n") == len(data.test):
+            return saved
     result = evaluate_run(model, config, data, "test", k=k)
     result |= {"protocol": "quick", "model_step": state.step}
     runfolder.write_json(path, result)

@@ -323,10 +323,12 @@ def append(out: Path, record: dict[str, Any]) -> None:
 
 def finals(records: list[dict[str, Any]], until: float | None = None) -> dict[str, list[dict[str, Any]]]:
     """The last score of every phase and seed (the last at or before `until` training minutes,
-    if given), by phase."""
+    if given), by phase; a learning curve only once it is done (not while --resume runs it)."""
+    done = {(r["phase"], r["seed"]) for r in records if r.get("done")}
     last: dict[tuple[str, int], dict[str, Any]] = {}
     for r in records:
-        if "test_error" in r and (until is None or r.get("train_minutes", 0) <= until):
+        if "test_error" in r and (until is None or r.get("train_minutes", 0) <= until) and \
+                (r["phase"] not in CURVES or (r["phase"], r["seed"]) in done):
             last[(r["phase"], r["seed"])] = r
     by_phase: dict[str, list[dict[str, Any]]] = {}
     for (phase, _), r in sorted(last.items()):

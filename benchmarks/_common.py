@@ -92,6 +92,19 @@ def write_json(result: dict[str, Any], out: str | None, name: str) -> Path:
     return path
 
 
+def save_plot(fig: Any, out: Path) -> Path:
+    """Finishes a learning-curve figure (legend, grid) and writes it beside `out` as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig.axes[0].legend(fontsize=8)
+    fig.axes[0].grid(alpha=0.3)
+    fig.tight_layout()
+    png = out.with_suffix(".png")
+    fig.savefig(png)
+    plt.close(fig)
+    return png
+
+
 def table(header: list[str], rows: list[list[Any]]) -> str:
     cells = [header] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, describe, machine, mnist_dir, table  # noqa: E402
+from _common import RESULTS, describe, machine, mnist_dir, save_plot, table  # noqa: E402
 
 # Kingma et al. (2014), Table 1, MNIST, N = 100 (their M1 row uses a transductive SVM)
 PAPER = {"mlp": 25.80, "m1+svm": 11.82, "m2": 11.97, "m1m2": 3.33}
@@ -289,10 +289,10 @@ def speed(args: argparse.Namespace, data: Any) -> dict[str, Any]:
     data = dataclasses.replace(data, train=data.train.subset(slice(0, args.speed_n)))
     vae_s, m2_s = [], []
     with tempfile.TemporaryDirectory() as tmp:
+        same = argparse.Namespace(**(vars(args) | {"m1_hidden": None}))  # M2's size for both
         for rep in range(args.speed_reps):
             for m2, times in ((False, vae_s), (True, m2_s)):
                 run = Path(tmp) / f"{'m2' if m2 else 'vae'}-{rep}"
-                same = argparse.Namespace(**(vars(args) | {"m1_hidden": None}))  # M2's size
                 result = fit(config(same, 0, m2=m2), run, data=data, device=args.device,
                              progress=False)
                 times.append(result.history[-1]["seconds"])
@@ -387,13 +387,7 @@ def plot(out: Path) -> Path:
                    label=f"{LEGEND[phase]} (final)")
     ax.set(xlabel="training minutes", ylabel="test error (%)", ylim=(0, None),
            title=f"{header['data']}, {header['labels']} labels")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    png = out.with_suffix(".png")
-    fig.savefig(png)
-    plt.close(fig)
-    return png
+    return save_plot(fig, out)
 
 
 if __name__ == "__main__":

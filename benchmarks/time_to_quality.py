@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, ROOT, describe, load_recipe_data, machine, table  # noqa: E402
+from _common import RESULTS, ROOT, describe, load_recipe_data, machine, save_plot, table  # noqa: E402
 
 TARGET_NLL = 86.76  # Burda et al. (2016), Table 1: VAE, one stochastic layer, k=1
 
@@ -161,13 +161,7 @@ def plot_curve(out: Path) -> Path:
            title=f"{Path(header['recipe']).name} on {header['machine']['cores']} CPU cores")
     low = min([r["test_nll"] for r in points + final] + [header["target_nll"]])
     ax.set_ylim(low - 1, low + 12)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    png = out.with_suffix(".png")
-    fig.savefig(png)
-    plt.close(fig)
-    return png
+    return save_plot(fig, out)
 
 
 def resumed_from(out: Path, run: Path) -> tuple[float, int]:

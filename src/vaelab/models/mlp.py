@@ -38,17 +38,16 @@ class MLPEncoder(nn.Module):
         layer's product with x is computed once per example, not once per row (M2 encodes
         every example once per class)."""
         h = x.flatten(1)
+        net: nn.Module = self.net  # the layers h still goes through
         if rows is not None:
-            first, n = self.net[0], h.shape[1]
+            first, n, net = self.net[0], h.shape[1], self.net[1:]
             assert isinstance(first, nn.Linear)
             h = F.linear(h, first.weight[:, :n])[rows]  # (R, H), x's share of the first layer
             h = h + (first.bias if y is None else F.linear(y.to(h.dtype), first.weight[:, n:],
                                                           first.bias))
-            loc, log_var = self.net[1:](h).chunk(2, dim=-1)
-            return loc, log_var
-        if y is not None:
+        elif y is not None:
             h = cat_condition(h, y)
-        loc, log_var = self.net(h).chunk(2, dim=-1)
+        loc, log_var = net(h).chunk(2, dim=-1)
         return loc, log_var
 
 
